@@ -1,0 +1,102 @@
+/**
+ * Test helpers: open-descriptor counting, file identity, temporary files, and child
+ * processes that are awaited to the end.
+ */
+import { spawn, type ChildProcess, type SpawnOptions } from 'node:child_process'
+import fs from 'node:fs'
+import os from 'node:os'
+import path from 'node:path'
+import type { ExecutionContext, TestFn } from 'ava'
+
+/** The directory listing this process's open descriptors. */
+const FD_DIR = fs.existsSync('/proc/self/fd') ? '/proc/self/fd' : '/dev/fd'
+
+/** How many descriptors this process has open (the listing's own handle excluded). */
+export function openFdCount(): number {
+  return fs.readdirSync(FD_DIR).length - 1
+}
+
+/** `dev:ino` of what a descriptor points to: equal means the same file or socket. */
+export function identity(fd: number): string {
+  const s = fs.fstatSync(fd)
+  return `${s.dev}:${s.ino}`
+}
+
+/** Whether a descriptor is close-on-exec (Linux: /proc/self/fdinfo; null elsewhere). */
+export function isCloexec(fd: number): boolean | null {
+  if (process.platform !== 'linux') return null
+  const info = fs.readFileSync(`/proc/self/fdinfo/${fd}`, 'utf8')
+  const flags = /flags:\s*([0-7]+)/.exec(info)
+  if (!flags) throw new Error(`no flags in fdinfo for ${fd}`)
+  return (parseInt(flags[1]!, 8) & 0o2000000) !== 0
+}
+
+let counter = 0
+
+/** A temporary file with `contents`; returns its path and a read-only descriptor. */
+export function tempFile(contents: string): { path: string; fd: number } {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'socketpair-test-'))
+  const file = path.join(dir, `file-${process.pid}-${counter++}.txt`)
+  fs.writeFileSync(file, contents)
+  return { path: file, fd: fs.openSync(file, 'r') }
+}
+
+/** Reads a whole file through a descriptor, from offset 0 (the offset is shared). */
+export function readThrough(fd: number): string {
+  const size = fs.fstatSync(fd).size
+  const buf = Buffer.alloc(size)
+  let off = 0
+  while (off < size) off += fs.readSync(fd, buf, off, size - off, off)
+  return buf.toString('utf8')
+}
+
+export function closeAll(fds: Iterable<number>): void {
+  for (const fd of fds) fs.closeSync(fd)
+}
+
+/** A spawned child and a promise of its exit code (rejects on a signal). */
+export function run(
+  command: string,
+  args: string[],
+  options: SpawnOptions,
+): { child: ChildProcess; exited: Promise<number>; stdout: () => string; stderr: () => string } {
+  const child = spawn(command, args, options)
+  let out = ''
+  let err = ''
+  child.stdout?.on('data', (d: Buffer) => (out += d.toString()))
+  child.stderr?.on('data', (d: Buffer) => (err += d.toString()))
+  const exited = new Promise<number>((resolve, reject) => {
+    child.on('error', reject)
+    child.on('close', (code, signal) => {
+      if (signal) reject(new Error(`${command} died of ${signal}: ${err}`))
+      else resolve(code ?? -1)
+    })
+  })
+  return { child, exited, stdout: () => out, stderr: () => err }
+}
+
+/** Path of a fixture script. */
+export function fixture(name: string): string {
+  return path.join(__dirname, 'fixtures', name)
+}
+
+/**
+ * Wraps every test of a file in a descriptor-leak check (pitfall 18): the count of open
+ * descriptors after a test must equal the count before. Tests must run serially.
+ * A warm-up spawns a child once, so that Node's lazily opened descriptors (the signal
+ * pipe, the thread pool's) exist before the first baseline.
+ */
+export function checkFdLeaks(test: TestFn<{ fds: number }>): void {
+  test.before(async () => {
+    await run('python3', ['-c', 'pass'], { stdio: 'ignore' }).exited
+    fs.readFileSync(__filename)
+  })
+  test.beforeEach((t) => {
+    t.context.fds = openFdCount()
+  })
+  test.afterEach((t) => {
+    t.is(openFdCount(), t.context.fds, 'open descriptors are back to where they were')
+  })
+}
+
+export type Ctx = ExecutionContext<{ fds: number }>

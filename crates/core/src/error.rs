@@ -1,0 +1,150 @@
+//! The one error type of the core, with the stable `code` that JavaScript sees.
+
+use std::fmt;
+
+use nix::errno::Errno;
+
+/// Everything that can go wrong in the core.
+///
+/// [`Error::code`] is the stable string the Node layer puts on the JS error's `code`
+/// property: the errno name for operating-system errors, one of ours otherwise.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Error {
+    /// A system call failed; `op` names it for the message.
+    Os { op: &'static str, errno: Errno },
+    /// More descriptors than one message can carry.
+    TooManyFds { count: usize, max: usize },
+    /// A message larger than the configured limit (`max`), or than the socket allows
+    /// (`max: None`: the kernel said EMSGSIZE).
+    MessageTooLarge { len: usize, max: Option<usize> },
+    /// The kernel truncated the control data (MSG_CTRUNC): some descriptors were lost.
+    /// The ones that did arrive (`received`) have been closed.
+    FdsTruncated { received: usize },
+    /// The peer broke the wire format. Every descriptor queued so far has been closed.
+    Protocol(String),
+    /// A caller passed a value the call cannot use.
+    InvalidArgument(String),
+    /// The operation does not exist on this operating system.
+    Unsupported(String),
+}
+
+/// The core's result type.
+pub type Result<T> = std::result::Result<T, Error>;
+
+impl Error {
+    /// Wraps an errno from the named system call.
+    pub fn os(op: &'static str, errno: Errno) -> Self {
+        Error::Os { op, errno }
+    }
+
+    /// The stable code: `"EPIPE"`, `"EMFILE"`, … or `"ERR_…"`.
+    pub fn code(&self) -> String {
+        match self {
+            Error::Os { errno, .. } => errno_name(*errno),
+            Error::TooManyFds { .. } => "ERR_TOO_MANY_FDS".into(),
+            Error::MessageTooLarge { .. } => "ERR_MESSAGE_TOO_LARGE".into(),
+            Error::FdsTruncated { .. } => "ERR_FDS_TRUNCATED".into(),
+            Error::Protocol(_) => "ERR_PROTOCOL".into(),
+            Error::InvalidArgument(_) => "ERR_INVALID_ARG_VALUE".into(),
+            Error::Unsupported(_) => "ERR_UNSUPPORTED_PLATFORM".into(),
+        }
+    }
+
+    /// The errno behind an operating-system error, if that is what this is.
+    pub fn errno(&self) -> Option<Errno> {
+        match self {
+            Error::Os { errno, .. } => Some(*errno),
+            _ => None,
+        }
+    }
+}
+
+/// The symbolic name of an errno (`EPIPE`), as Node's own errors spell it.
+fn errno_name(errno: Errno) -> String {
+    // nix's Errno variants are named after the C constants, so Debug is the name.
+    format!("{errno:?}")
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Error::Os { op, errno } => {
+                write!(f, "{op} failed: {} ({})", errno.desc(), errno_name(*errno))?;
+                match errno {
+                    Errno::EPIPE => write!(f, "; the peer has closed its end"),
+                    Errno::EMFILE | Errno::ENFILE => {
+                        write!(f, "; close descriptors or raise the limit (ulimit -n)")
+                    }
+                    Errno::EBADF => write!(f, "; the descriptor is not open"),
+                    Errno::ENOTSOCK => write!(f, "; the descriptor is not a socket"),
+                    Errno::EAGAIN => write!(f, "; the socket is non-blocking and not ready"),
+                    _ => Ok(()),
+                }
+            }
+            Error::TooManyFds { count, max } => write!(
+                f,
+                "cannot pass {count} descriptors in one message: the limit is {max}; \
+                 split them over several messages"
+            ),
+            Error::MessageTooLarge {
+                len,
+                max: Some(max),
+            } => write!(
+                f,
+                "message of {len} bytes is larger than the limit of {max} bytes; \
+                 send it in smaller parts or raise the limit"
+            ),
+            Error::MessageTooLarge { len, max: None } => write!(
+                f,
+                "message of {len} bytes is larger than the socket can carry as one record \
+                 (EMSGSIZE); send it in smaller parts or use a stream socket"
+            ),
+            Error::FdsTruncated { received } => write!(
+                f,
+                "the kernel truncated the passed descriptors (MSG_CTRUNC): the {received} that \
+                 arrived were closed; the receiver is at its descriptor limit or its \
+                 control buffer is too small"
+            ),
+            Error::Protocol(what) => write!(f, "protocol error from the peer: {what}"),
+            Error::InvalidArgument(what) => write!(f, "{what}"),
+            Error::Unsupported(what) => write!(f, "{what}"),
+        }
+    }
+}
+
+impl std::error::Error for Error {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn codes_are_errno_names_or_ours() {
+        assert_eq!(Error::os("sendmsg", Errno::EPIPE).code(), "EPIPE");
+        assert_eq!(Error::os("recvmsg", Errno::EMFILE).code(), "EMFILE");
+        assert_eq!(
+            Error::TooManyFds {
+                count: 300,
+                max: 253
+            }
+            .code(),
+            "ERR_TOO_MANY_FDS"
+        );
+        assert_eq!(Error::Protocol("x".into()).code(), "ERR_PROTOCOL");
+    }
+
+    #[test]
+    fn messages_say_what_to_do() {
+        let m = Error::os("sendmsg", Errno::EPIPE).to_string();
+        assert!(
+            m.contains("sendmsg failed") && m.contains("peer has closed"),
+            "{m}"
+        );
+        let m = Error::TooManyFds {
+            count: 300,
+            max: 253,
+        }
+        .to_string();
+        assert!(m.contains("300") && m.contains("253"), "{m}");
+    }
+}

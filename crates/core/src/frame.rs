@@ -1,0 +1,508 @@
+//! The wire format of stream channels (PROTOCOL.md): an 8-byte header, then the payload;
+//! a frame's descriptors ride on the sendmsg that carries the frame's first byte.
+//!
+//! ```text
+//! bytes 0-3  payload length, u32 little-endian
+//! bytes 4-5  number of descriptors carried, u16 little-endian
+//! byte  6    version (1)
+//! byte  7    flags (0; reserved)
+//! ```
+//!
+//! The decoder keeps the bytes and the descriptors apart, as libwayland does: every
+//! descriptor that arrives goes into a FIFO [`FdQueue`], owned at once, and a complete
+//! header takes exactly the number of descriptors it declares from the front. That is
+//! correct whatever the kernel does with read boundaries.
+//!
+//! ```
+//! use socketpair_core::frame::{FrameDecoder, FrameHeader};
+//! let mut wire = FrameHeader::new(5, 0).encode().to_vec();
+//! wire.extend_from_slice(b"hello");
+//! let mut decoder = FrameDecoder::new(1 << 20);
+//! let mut out = Vec::new();
+//! decoder.push(&wire[..3], Vec::new(), &mut out).unwrap(); // any split works
+//! decoder.push(&wire[3..], Vec::new(), &mut out).unwrap();
+//! assert_eq!(out[0].data, b"hello");
+//! ```
+
+use std::collections::VecDeque;
+use std::os::fd::OwnedFd;
+
+use crate::error::{Error, Result};
+use crate::msg::MAX_FDS_PER_MESSAGE;
+
+/// Length of the frame header in bytes.
+pub const HEADER_LEN: usize = 8;
+/// The only version this implementation speaks.
+pub const VERSION: u8 = 1;
+/// The largest payload the format can describe (u32).
+pub const MAX_PAYLOAD: usize = u32::MAX as usize;
+
+/// A frame header.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FrameHeader {
+    /// Payload length in bytes.
+    pub len: u32,
+    /// Descriptors carried by this frame.
+    pub nfds: u16,
+}
+
+impl FrameHeader {
+    pub fn new(len: u32, nfds: u16) -> Self {
+        FrameHeader { len, nfds }
+    }
+
+    /// A header for a payload of `len` bytes with `nfds` descriptors, checked against the
+    /// format's and the caller's limits.
+    pub fn for_message(len: usize, nfds: usize, max_message_bytes: usize) -> Result<Self> {
+        let max = max_message_bytes.min(MAX_PAYLOAD);
+        if len > max {
+            return Err(Error::MessageTooLarge {
+                len,
+                max: Some(max),
+            });
+        }
+        if nfds > MAX_FDS_PER_MESSAGE {
+            return Err(Error::TooManyFds {
+                count: nfds,
+                max: MAX_FDS_PER_MESSAGE,
+            });
+        }
+        // Both fit: len <= u32::MAX and nfds <= 253.
+        Ok(FrameHeader::new(len as u32, nfds as u16))
+    }
+
+    /// The 8 bytes on the wire.
+    pub fn encode(&self) -> [u8; HEADER_LEN] {
+        let l = self.len.to_le_bytes();
+        let n = self.nfds.to_le_bytes();
+        [l[0], l[1], l[2], l[3], n[0], n[1], VERSION, 0]
+    }
+
+    /// Parses and validates 8 bytes from the wire.
+    pub fn decode(bytes: &[u8; HEADER_LEN], max_message_bytes: usize) -> Result<Self> {
+        if bytes[6] != VERSION {
+            return Err(Error::Protocol(format!(
+                "frame header has version {}, this side speaks version {VERSION}",
+                bytes[6]
+            )));
+        }
+        if bytes[7] != 0 {
+            return Err(Error::Protocol(format!(
+                "frame header has reserved flags 0x{:02x} set",
+                bytes[7]
+            )));
+        }
+        let len = u32::from_le_bytes([bytes[0], bytes[1], bytes[2], bytes[3]]);
+        let nfds = u16::from_le_bytes([bytes[4], bytes[5]]);
+        if len as usize > max_message_bytes {
+            return Err(Error::Protocol(format!(
+                "frame of {len} bytes exceeds this channel's limit of {max_message_bytes} bytes"
+            )));
+        }
+        if nfds as usize > MAX_FDS_PER_MESSAGE {
+            return Err(Error::Protocol(format!(
+                "frame declares {nfds} descriptors, more than the limit of {MAX_FDS_PER_MESSAGE}"
+            )));
+        }
+        Ok(FrameHeader { len, nfds })
+    }
+}
+
+/// One decoded message: its payload and exactly the descriptors its header declared, in
+/// the order they were sent. The receiver owns the descriptors.
+#[derive(Debug)]
+pub struct Message {
+    pub data: Vec<u8>,
+    pub fds: Vec<OwnedFd>,
+}
+
+/// Received descriptors waiting for the frame that claims them, each tagged with the
+/// receive ("batch") it arrived in.
+#[derive(Debug, Default)]
+pub struct FdQueue {
+    fds: VecDeque<(u64, OwnedFd)>,
+}
+
+impl FdQueue {
+    pub fn len(&self) -> usize {
+        self.fds.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.fds.is_empty()
+    }
+
+    fn push_batch(&mut self, batch: u64, fds: Vec<OwnedFd>) {
+        self.fds.extend(fds.into_iter().map(|fd| (batch, fd)));
+    }
+
+    /// Takes `n` descriptors from the front, which must all come from one batch (one
+    /// sendmsg carries all of a frame's descriptors).
+    fn take(&mut self, n: usize) -> Result<Vec<OwnedFd>> {
+        if self.fds.len() < n {
+            return Err(Error::Protocol(format!(
+                "frame declares {n} descriptors but only {} arrived with it",
+                self.fds.len()
+            )));
+        }
+        let first_batch = self.fds.front().map(|(b, _)| *b);
+        let taken: Vec<(u64, OwnedFd)> = self.fds.drain(..n).collect();
+        if taken.iter().any(|(b, _)| Some(*b) != first_batch) {
+            return Err(Error::Protocol(
+                "a frame's descriptors arrived in two different sends".into(),
+            ));
+        }
+        Ok(taken.into_iter().map(|(_, fd)| fd).collect())
+    }
+
+    fn any_older_than(&self, batch: u64) -> usize {
+        self.fds.iter().filter(|(b, _)| *b < batch).count()
+    }
+
+    fn clear(&mut self) {
+        self.fds.clear(); // dropping the OwnedFds closes them
+    }
+}
+
+#[derive(Debug)]
+enum State {
+    Header {
+        buf: [u8; HEADER_LEN],
+        have: usize,
+    },
+    Payload {
+        len: usize,
+        data: Vec<u8>,
+        fds: Vec<OwnedFd>,
+    },
+}
+
+impl State {
+    fn start() -> Self {
+        State::Header {
+            buf: [0; HEADER_LEN],
+            have: 0,
+        }
+    }
+}
+
+/// Incremental decoder: feed it whatever each receive returned — bytes and descriptors —
+/// and it yields whole messages with exactly their descriptors.
+///
+/// Guarantees: memory is allocated only for bytes that actually arrived (a header that
+/// claims 4 GiB costs nothing until the bytes come); every descriptor handed in is either
+/// delivered with its message or closed; after an error the decoder holds nothing and
+/// every later call fails.
+#[derive(Debug)]
+pub struct FrameDecoder {
+    max_message_bytes: usize,
+    state: State,
+    fds: FdQueue,
+    batch: u64,
+    failed: bool,
+}
+
+impl FrameDecoder {
+    /// A decoder that rejects frames whose payload exceeds `max_message_bytes`.
+    pub fn new(max_message_bytes: usize) -> Self {
+        FrameDecoder {
+            max_message_bytes: max_message_bytes.min(MAX_PAYLOAD),
+            state: State::start(),
+            fds: FdQueue::default(),
+            batch: 0,
+            failed: false,
+        }
+    }
+
+    /// Descriptors received and not yet claimed by a frame.
+    pub fn queued_fds(&self) -> usize {
+        self.fds.len()
+    }
+
+    /// True when no partial frame and no descriptor is pending.
+    pub fn is_idle(&self) -> bool {
+        matches!(self.state, State::Header { have: 0, .. }) && self.fds.is_empty()
+    }
+
+    /// Feeds one receive's worth: `bytes` and the descriptors that came with them.
+    /// Complete messages are appended to `out`, in order. On a protocol error, the
+    /// messages completed before it are still in `out`, everything queued is closed and
+    /// the error is returned.
+    pub fn push(&mut self, bytes: &[u8], fds: Vec<OwnedFd>, out: &mut Vec<Message>) -> Result<()> {
+        if self.failed {
+            return Err(Error::Protocol("the stream already failed".into()));
+        }
+        let new_batch = !fds.is_empty();
+        if new_batch {
+            if bytes.is_empty() {
+                drop(fds);
+                return self.fail("descriptors arrived without any data".into());
+            }
+            self.batch += 1;
+            self.fds.push_batch(self.batch, fds);
+        }
+        if let Err(e) = self.decode(bytes, out) {
+            self.reset();
+            return Err(e);
+        }
+        // A sender attaches descriptors only to a send that begins at a frame boundary,
+        // and the kernel hands them over no later than that send's first byte; so once a
+        // new batch has been decoded, every older one must have been claimed.
+        if new_batch {
+            let stale = self.fds.any_older_than(self.batch);
+            if stale > 0 {
+                return self.fail(format!(
+                    "{stale} descriptors arrived that no frame claimed (the peer sent more \
+                     descriptors than its headers declared)"
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// Call at end of stream: anything pending is a protocol error (and is closed).
+    pub fn finish(&mut self) -> Result<()> {
+        if self.failed {
+            return Ok(());
+        }
+        let partial = match &self.state {
+            State::Header { have: 0, .. } => None,
+            State::Header { have, .. } => Some(format!("{have} of {HEADER_LEN} header bytes")),
+            State::Payload { len, data, .. } => {
+                Some(format!("{} of {len} payload bytes", data.len()))
+            }
+        };
+        if let Some(what) = partial {
+            return self.fail(format!(
+                "the peer closed the stream in the middle of a frame ({what})"
+            ));
+        }
+        if !self.fds.is_empty() {
+            let n = self.fds.len();
+            return self.fail(format!("{n} descriptors arrived that no frame claimed"));
+        }
+        Ok(())
+    }
+
+    fn decode(&mut self, mut input: &[u8], out: &mut Vec<Message>) -> Result<()> {
+        while !input.is_empty() {
+            match &mut self.state {
+                State::Header { buf, have } => {
+                    let take = (HEADER_LEN - *have).min(input.len());
+                    buf[*have..*have + take].copy_from_slice(&input[..take]);
+                    *have += take;
+                    input = &input[take..];
+                    if *have == HEADER_LEN {
+                        let header = FrameHeader::decode(buf, self.max_message_bytes)?;
+                        let fds = self.fds.take(header.nfds as usize)?;
+                        let len = header.len as usize;
+                        if len == 0 {
+                            out.push(Message {
+                                data: Vec::new(),
+                                fds,
+                            });
+                            self.state = State::start();
+                        } else {
+                            // Allocate for what has arrived, not for what the header claims.
+                            let data = Vec::with_capacity(len.min(input.len()));
+                            self.state = State::Payload { len, data, fds };
+                        }
+                    }
+                }
+                State::Payload { len, data, .. } => {
+                    let take = (*len - data.len()).min(input.len());
+                    data.extend_from_slice(&input[..take]);
+                    input = &input[take..];
+                    if data.len() == *len {
+                        if let State::Payload { data, fds, .. } =
+                            std::mem::replace(&mut self.state, State::start())
+                        {
+                            out.push(Message { data, fds });
+                        }
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn fail(&mut self, what: String) -> Result<()> {
+        self.reset();
+        Err(Error::Protocol(what))
+    }
+
+    fn reset(&mut self) {
+        self.failed = true;
+        self.fds.clear();
+        self.state = State::start(); // drops a partial payload and its descriptors
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testutil::{fd_inode, open_fd_count, temp_file_with};
+
+    fn frame(payload: &[u8], nfds: u16) -> Vec<u8> {
+        let mut v = FrameHeader::new(payload.len() as u32, nfds)
+            .encode()
+            .to_vec();
+        v.extend_from_slice(payload);
+        v
+    }
+
+    #[test]
+    fn header_round_trips() {
+        let h = FrameHeader::new(0xdead_beef, 253);
+        assert_eq!(h.encode(), [0xef, 0xbe, 0xad, 0xde, 253, 0, 1, 0]);
+        assert_eq!(FrameHeader::decode(&h.encode(), MAX_PAYLOAD).unwrap(), h);
+    }
+
+    #[test]
+    fn for_message_checks_limits() {
+        assert_eq!(
+            FrameHeader::for_message(11, 0, 10).unwrap_err().code(),
+            "ERR_MESSAGE_TOO_LARGE"
+        );
+        assert_eq!(
+            FrameHeader::for_message(1, 254, 10).unwrap_err().code(),
+            "ERR_TOO_MANY_FDS"
+        );
+        assert_eq!(
+            FrameHeader::for_message(10, 253, 10).unwrap(),
+            FrameHeader::new(10, 253)
+        );
+    }
+
+    #[test]
+    fn byte_at_a_time_and_zero_length() {
+        let mut wire = frame(b"", 0);
+        wire.extend(frame(b"abc", 0));
+        let mut d = FrameDecoder::new(100);
+        let mut out = Vec::new();
+        for b in &wire {
+            d.push(std::slice::from_ref(b), Vec::new(), &mut out)
+                .unwrap();
+        }
+        assert_eq!(out.len(), 2);
+        assert_eq!(out[0].data, b"");
+        assert_eq!(out[1].data, b"abc");
+        assert!(d.is_idle());
+        d.finish().unwrap();
+    }
+
+    #[test]
+    fn fds_go_to_the_frame_that_declares_them() {
+        let base = open_fd_count();
+        {
+            let files: Vec<OwnedFd> = (0..3).map(|_| temp_file_with(b"")).collect();
+            let ids: Vec<_> = files.iter().map(fd_inode).collect();
+            let mut wire = frame(b"a", 2);
+            wire.extend(frame(b"b", 0));
+            wire.extend(frame(b"c", 1));
+            let mut d = FrameDecoder::new(100);
+            let mut out = Vec::new();
+            // All three frames went in one sendmsg, so all fds come with the first byte.
+            d.push(&wire[..1], files, &mut out).unwrap();
+            d.push(&wire[1..], Vec::new(), &mut out).unwrap();
+            let got: Vec<Vec<_>> = out
+                .iter()
+                .map(|m| m.fds.iter().map(fd_inode).collect())
+                .collect();
+            assert_eq!(got, vec![vec![ids[0], ids[1]], vec![], vec![ids[2]]]);
+        }
+        assert_eq!(open_fd_count(), base);
+    }
+
+    fn expect_protocol_error(wire: &[u8], nfds: usize, needle: &str) {
+        let base = open_fd_count();
+        {
+            let fds: Vec<OwnedFd> = (0..nfds).map(|_| temp_file_with(b"")).collect();
+            let mut d = FrameDecoder::new(1024);
+            let mut out = Vec::new();
+            let r = d.push(wire, fds, &mut out).and_then(|_| d.finish());
+            let err = r.unwrap_err();
+            assert_eq!(err.code(), "ERR_PROTOCOL");
+            assert!(err.to_string().contains(needle), "{err}");
+            assert_eq!(d.queued_fds(), 0);
+            assert!(d.push(b"x", Vec::new(), &mut out).is_err(), "stays failed");
+        }
+        assert_eq!(open_fd_count(), base, "every queued fd was closed");
+    }
+
+    #[test]
+    fn hostile_bad_version() {
+        let mut w = frame(b"x", 0);
+        w[6] = 2;
+        expect_protocol_error(&w, 0, "version 2");
+    }
+
+    #[test]
+    fn hostile_reserved_flags() {
+        let mut w = frame(b"x", 0);
+        w[7] = 0x80;
+        expect_protocol_error(&w, 0, "reserved flags");
+    }
+
+    #[test]
+    fn hostile_huge_length_allocates_nothing() {
+        let w = FrameHeader::new(u32::MAX, 0).encode();
+        expect_protocol_error(&w, 0, "exceeds");
+        // Within the limit but never sent: capacity follows the bytes that arrived.
+        let mut d = FrameDecoder::new(MAX_PAYLOAD);
+        let mut out = Vec::new();
+        let mut w = FrameHeader::new(u32::MAX, 0).encode().to_vec();
+        w.extend_from_slice(b"abc");
+        d.push(&w, Vec::new(), &mut out).unwrap();
+        match &d.state {
+            State::Payload { data, .. } => assert!(data.capacity() < 1024),
+            other => panic!("unexpected state {other:?}"),
+        }
+    }
+
+    #[test]
+    fn hostile_too_many_fds_declared() {
+        let w = FrameHeader::new(1, 254).encode();
+        expect_protocol_error(&w, 0, "254 descriptors");
+    }
+
+    #[test]
+    fn pitfall_3_fewer_fds_than_declared() {
+        expect_protocol_error(&frame(b"x", 3), 2, "only 2 arrived");
+    }
+
+    #[test]
+    fn pitfall_3_more_fds_than_declared_then_eof() {
+        expect_protocol_error(&frame(b"x", 1), 3, "no frame claimed");
+    }
+
+    #[test]
+    fn pitfall_3_more_fds_than_declared_then_more_fds() {
+        let base = open_fd_count();
+        {
+            let mut d = FrameDecoder::new(100);
+            let mut out = Vec::new();
+            let two: Vec<OwnedFd> = (0..2).map(|_| temp_file_with(b"")).collect();
+            d.push(&frame(b"x", 1), two, &mut out).unwrap();
+            // The next frame's two fds: the stale extra from the first send would have to
+            // be one of them, and a frame's fds never span two sends.
+            let two: Vec<OwnedFd> = (0..2).map(|_| temp_file_with(b"")).collect();
+            let err = d.push(&frame(b"y", 2), two, &mut out).unwrap_err();
+            assert_eq!(err.code(), "ERR_PROTOCOL");
+            assert_eq!(out.len(), 1, "the first frame was fine");
+            drop(out);
+        }
+        assert_eq!(open_fd_count(), base);
+    }
+
+    #[test]
+    fn hostile_fds_without_data() {
+        expect_protocol_error(b"", 2, "without any data");
+    }
+
+    #[test]
+    fn hostile_eof_mid_header_and_mid_payload() {
+        expect_protocol_error(&frame(b"abc", 0)[..5], 0, "5 of 8 header bytes");
+        expect_protocol_error(&frame(b"abc", 1)[..10], 1, "2 of 3 payload bytes");
+    }
+}

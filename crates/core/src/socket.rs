@@ -1,0 +1,244 @@
+//! Creating socket pairs and setting descriptor flags, one small `cfg` per platform.
+
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+
+use nix::fcntl::{fcntl, FcntlArg, FdFlag, OFlag};
+use nix::sys::socket::{AddressFamily, SockFlag, SockType};
+
+use crate::error::{Error, Result};
+
+/// The kind of socket pair: a byte stream, or one that keeps record boundaries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SocketKind {
+    /// SOCK_STREAM: reliable, ordered bytes. Messages need framing (see [`crate::frame`]).
+    Stream,
+    /// SOCK_SEQPACKET: reliable, ordered records. Linux and FreeBSD only.
+    Seqpacket,
+    /// SOCK_DGRAM: records; on a socketpair they are reliable and ordered too.
+    Dgram,
+}
+
+impl SocketKind {
+    /// Parses the names the JS API uses: `"stream"`, `"seqpacket"`, `"dgram"`.
+    pub fn parse(name: &str) -> Result<Self> {
+        match name {
+            "stream" => Ok(SocketKind::Stream),
+            "seqpacket" => Ok(SocketKind::Seqpacket),
+            "dgram" => Ok(SocketKind::Dgram),
+            other => Err(Error::InvalidArgument(format!(
+                "unknown socket type {other:?}: use \"stream\", \"seqpacket\" or \"dgram\""
+            ))),
+        }
+    }
+
+    /// Whether this kind keeps record boundaries (one send is one receive).
+    pub fn is_record(self) -> bool {
+        !matches!(self, SocketKind::Stream)
+    }
+
+    fn sock_type(self) -> Result<SockType> {
+        match self {
+            SocketKind::Stream => Ok(SockType::Stream),
+            SocketKind::Dgram => Ok(SockType::Datagram),
+            SocketKind::Seqpacket => seqpacket_type(),
+        }
+    }
+}
+
+#[cfg(any(target_os = "linux", target_os = "android", target_os = "freebsd"))]
+fn seqpacket_type() -> Result<SockType> {
+    Ok(SockType::SeqPacket)
+}
+
+#[cfg(not(any(target_os = "linux", target_os = "android", target_os = "freebsd")))]
+fn seqpacket_type() -> Result<SockType> {
+    Err(Error::Unsupported(
+        "seqpacket socket pairs are not supported on this system (macOS has no AF_UNIX \
+         SOCK_SEQPACKET); use \"stream\", which keeps message boundaries through framing"
+            .into(),
+    ))
+}
+
+/// The type of an open socket (SO_TYPE), e.g. one adopted from a parent process.
+pub fn socket_kind(fd: BorrowedFd<'_>) -> Result<SocketKind> {
+    use nix::sys::socket::{getsockopt, sockopt};
+    match getsockopt(&fd, sockopt::SockType).map_err(|e| Error::os("getsockopt(SO_TYPE)", e))? {
+        SockType::Stream => Ok(SocketKind::Stream),
+        SockType::Datagram => Ok(SocketKind::Dgram),
+        #[cfg(any(target_os = "linux", target_os = "android", target_os = "freebsd"))]
+        SockType::SeqPacket => Ok(SocketKind::Seqpacket),
+        other => Err(Error::InvalidArgument(format!(
+            "the descriptor is a socket of unsupported type {other:?}"
+        ))),
+    }
+}
+
+/// Flags for a new pair.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PairOptions {
+    /// Close-on-exec on both ends (default true): children get only what they are given.
+    pub cloexec: bool,
+    /// Non-blocking on both ends (default false).
+    pub nonblock: bool,
+}
+
+impl Default for PairOptions {
+    fn default() -> Self {
+        PairOptions {
+            cloexec: true,
+            nonblock: false,
+        }
+    }
+}
+
+/// Creates a connected pair of AF_UNIX sockets. See socketpair(2).
+///
+/// ```
+/// use socketpair_core::socket::{socketpair, SocketKind, PairOptions};
+/// let (a, b) = socketpair(SocketKind::Stream, PairOptions::default()).unwrap();
+/// assert!(socketpair_core::socket::is_cloexec(&a).unwrap());
+/// # drop(b);
+/// ```
+pub fn socketpair(kind: SocketKind, options: PairOptions) -> Result<(OwnedFd, OwnedFd)> {
+    let ty = kind.sock_type()?;
+    let (a, b) = raw_socketpair(ty, options)?;
+    for fd in [&a, &b] {
+        prevent_sigpipe(fd.as_fd())?;
+    }
+    Ok((a, b))
+}
+
+/// Where the type flags exist, the kernel sets them atomically with the pair.
+#[cfg(any(target_os = "linux", target_os = "android", target_os = "freebsd"))]
+fn raw_socketpair(ty: SockType, options: PairOptions) -> Result<(OwnedFd, OwnedFd)> {
+    let mut flags = SockFlag::empty();
+    if options.cloexec {
+        flags |= SockFlag::SOCK_CLOEXEC;
+    }
+    if options.nonblock {
+        flags |= SockFlag::SOCK_NONBLOCK;
+    }
+    nix::sys::socket::socketpair(AddressFamily::Unix, ty, None, flags)
+        .map_err(|e| Error::os("socketpair", e))
+}
+
+/// macOS and others lack SOCK_CLOEXEC/SOCK_NONBLOCK: set them with fcntl right away.
+#[cfg(not(any(target_os = "linux", target_os = "android", target_os = "freebsd")))]
+fn raw_socketpair(ty: SockType, options: PairOptions) -> Result<(OwnedFd, OwnedFd)> {
+    let (a, b) = nix::sys::socket::socketpair(AddressFamily::Unix, ty, None, SockFlag::empty())
+        .map_err(|e| Error::os("socketpair", e))?;
+    for fd in [&a, &b] {
+        set_cloexec(fd.as_fd(), options.cloexec)?;
+        set_nonblocking(fd.as_fd(), options.nonblock)?;
+    }
+    Ok((a, b))
+}
+
+/// SO_NOSIGPIPE: where MSG_NOSIGNAL does not exist, a closed peer must still give EPIPE
+/// and never a SIGPIPE.
+#[cfg(any(target_os = "macos", target_os = "ios"))]
+pub fn prevent_sigpipe(fd: BorrowedFd<'_>) -> Result<()> {
+    use std::os::fd::AsRawFd;
+    let on: libc::c_int = 1;
+    // SAFETY: `on` is a live c_int and the length passed is its size; the kernel only
+    // reads it. An invalid fd is reported as EBADF.
+    let rc = unsafe {
+        libc::setsockopt(
+            fd.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_NOSIGPIPE,
+            (&on as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(Error::os(
+            "setsockopt(SO_NOSIGPIPE)",
+            nix::errno::Errno::last(),
+        ))
+    }
+}
+
+/// Elsewhere every send passes MSG_NOSIGNAL, so there is nothing to set.
+#[cfg(not(any(target_os = "macos", target_os = "ios")))]
+pub fn prevent_sigpipe(_fd: BorrowedFd<'_>) -> Result<()> {
+    Ok(())
+}
+
+/// Sets or clears FD_CLOEXEC. See fcntl(2).
+pub fn set_cloexec(fd: BorrowedFd<'_>, on: bool) -> Result<()> {
+    let flags = fcntl(fd, FcntlArg::F_GETFD).map_err(|e| Error::os("fcntl(F_GETFD)", e))?;
+    let mut flags = FdFlag::from_bits_truncate(flags);
+    flags.set(FdFlag::FD_CLOEXEC, on);
+    fcntl(fd, FcntlArg::F_SETFD(flags)).map_err(|e| Error::os("fcntl(F_SETFD)", e))?;
+    Ok(())
+}
+
+/// Whether FD_CLOEXEC is set.
+pub fn is_cloexec<Fd: AsFd>(fd: &Fd) -> Result<bool> {
+    let flags = fcntl(fd.as_fd(), FcntlArg::F_GETFD).map_err(|e| Error::os("fcntl(F_GETFD)", e))?;
+    Ok(FdFlag::from_bits_truncate(flags).contains(FdFlag::FD_CLOEXEC))
+}
+
+/// Sets or clears O_NONBLOCK. See fcntl(2).
+pub fn set_nonblocking(fd: BorrowedFd<'_>, on: bool) -> Result<()> {
+    let flags = fcntl(fd, FcntlArg::F_GETFL).map_err(|e| Error::os("fcntl(F_GETFL)", e))?;
+    let mut flags = OFlag::from_bits_truncate(flags);
+    flags.set(OFlag::O_NONBLOCK, on);
+    fcntl(fd, FcntlArg::F_SETFL(flags)).map_err(|e| Error::os("fcntl(F_SETFL)", e))?;
+    Ok(())
+}
+
+/// Whether O_NONBLOCK is set.
+pub fn is_nonblocking<Fd: AsFd>(fd: &Fd) -> Result<bool> {
+    let flags = fcntl(fd.as_fd(), FcntlArg::F_GETFL).map_err(|e| Error::os("fcntl(F_GETFL)", e))?;
+    Ok(OFlag::from_bits_truncate(flags).contains(OFlag::O_NONBLOCK))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_kind_is_cloexec_by_default() {
+        for kind in [SocketKind::Stream, SocketKind::Seqpacket, SocketKind::Dgram] {
+            let (a, b) = socketpair(kind, PairOptions::default()).unwrap();
+            assert!(
+                is_cloexec(&a).unwrap() && is_cloexec(&b).unwrap(),
+                "{kind:?}"
+            );
+            assert!(!is_nonblocking(&a).unwrap() && !is_nonblocking(&b).unwrap());
+        }
+    }
+
+    #[test]
+    fn flags_can_be_chosen() {
+        let opts = PairOptions {
+            cloexec: false,
+            nonblock: true,
+        };
+        let (a, b) = socketpair(SocketKind::Stream, opts).unwrap();
+        assert!(!is_cloexec(&a).unwrap() && !is_cloexec(&b).unwrap());
+        assert!(is_nonblocking(&a).unwrap() && is_nonblocking(&b).unwrap());
+        set_cloexec(a.as_fd(), true).unwrap();
+        set_nonblocking(a.as_fd(), false).unwrap();
+        assert!(is_cloexec(&a).unwrap() && !is_nonblocking(&a).unwrap());
+    }
+
+    #[test]
+    fn kind_is_read_back() {
+        for kind in [SocketKind::Stream, SocketKind::Seqpacket, SocketKind::Dgram] {
+            let (a, _b) = socketpair(kind, PairOptions::default()).unwrap();
+            assert_eq!(socket_kind(a.as_fd()).unwrap(), kind);
+        }
+    }
+
+    #[test]
+    fn unknown_kind_is_an_invalid_argument() {
+        let err = SocketKind::parse("raw").unwrap_err();
+        assert_eq!(err.code(), "ERR_INVALID_ARG_VALUE");
+        assert!(err.to_string().contains("\"raw\""));
+    }
+}
