@@ -3,16 +3,15 @@
  * data and an open file's descriptor, reads the file through it and sends a descriptor
  * back. Several children each get their own pair, with no crosstalk.
  */
-import anyTest, { type TestFn } from 'ava'
+import test from 'ava'
 import fs from 'node:fs'
 
 import { recvmsg, sendmsg, socketpair } from '..'
-import { checkFdLeaks, closeAll, fixture, identity, readThrough, run, tempFile } from './helpers'
+import { leakChecked, closeAll, fixture, identity, readThrough, run, tempFile } from './helpers'
 
-const test = anyTest as TestFn<{ fds: number }>
-checkFdLeaks(test)
+const leakFree = leakChecked(test)
 
-test.serial('a child reads a file through a descriptor passed over its pair, and passes one back', async (t) => {
+leakFree('a child reads a file through a descriptor passed over its pair, and passes one back', async (t) => {
   const [mine, theirs] = socketpair()
   const file = tempFile('the secret is 42')
   const proc = run(process.execPath, [fixture('child-reader.js'), String(mine), identity(mine)], {
@@ -37,7 +36,7 @@ test.serial('a child reads a file through a descriptor passed over its pair, and
   closeAll([mine, file.fd, ...reply!.fds])
 })
 
-test.serial('four children, each with its own pair: no crosstalk', async (t) => {
+leakFree('four children, each with its own pair: no crosstalk', async (t) => {
   const children = [0, 1, 2, 3].map((id) => {
     const [mine, theirs] = socketpair(process.platform === 'darwin' ? 'dgram' : 'seqpacket')
     const proc = run(process.execPath, [fixture('child-echo.js'), `child${id}`], {

@@ -81,22 +81,22 @@ export function fixture(name: string): string {
 }
 
 /**
- * Wraps every test of a file in a descriptor-leak check (pitfall 18): the count of open
- * descriptors after a test must equal the count before. Tests must run serially.
- * A warm-up spawns a child once, so that Node's lazily opened descriptors (the signal
- * pipe, the thread pool's) exist before the first baseline.
+ * Pitfall 18, around every test: `leakChecked(title, impl)` registers a serial test that
+ * fails unless the count of open descriptors after `impl` equals the count before.
+ * (The check lives inside the test, not in an afterEach hook, so that a leak counts as
+ * that test's failure.) A warm-up first spawns a child once, so that descriptors Node
+ * opens lazily (the signal pipe, the thread pool's) exist before the first baseline.
  */
-export function checkFdLeaks(test: TestFn<{ fds: number }>): void {
+export function leakChecked(test: TestFn): (title: string, impl: (t: ExecutionContext) => unknown) => void {
   test.before(async () => {
     await run('python3', ['-c', 'pass'], { stdio: 'ignore' }).exited
     fs.readFileSync(__filename)
   })
-  test.beforeEach((t) => {
-    t.context.fds = openFdCount()
-  })
-  test.afterEach((t) => {
-    t.is(openFdCount(), t.context.fds, 'open descriptors are back to where they were')
-  })
+  return (title, impl) => {
+    test.serial(title, async (t) => {
+      const before = openFdCount()
+      await impl(t)
+      t.is(openFdCount(), before, 'open descriptors are back to where they were')
+    })
+  }
 }
-
-export type Ctx = ExecutionContext<{ fds: number }>

@@ -2,14 +2,13 @@
  * The low-level API in one process: real socketpairs, real descriptors, every error
  * code. Each test checks that the open-descriptor count is back where it started.
  */
-import anyTest, { type TestFn } from 'ava'
+import test from 'ava'
 import fs from 'node:fs'
 
 import { MAX_FDS_PER_MESSAGE, peerCredentials, recvmsg, sendmsg, socketpair, type SocketType } from '..'
-import { checkFdLeaks, closeAll, identity, isCloexec, readThrough, tempFile } from './helpers'
+import { leakChecked, closeAll, identity, isCloexec, readThrough, tempFile } from './helpers'
 
-const test = anyTest as TestFn<{ fds: number }>
-checkFdLeaks(test)
+const leakFree = leakChecked(test)
 
 const TYPES: SocketType[] = process.platform === 'darwin' ? ['stream', 'dgram'] : ['stream', 'seqpacket', 'dgram']
 
@@ -23,7 +22,7 @@ function codeOf(fn: () => unknown): string | undefined {
 }
 
 for (const type of TYPES) {
-  test.serial(`${type}: data and a descriptor arrive together`, (t) => {
+  leakFree(`${type}: data and a descriptor arrive together`, (t) => {
     const [a, b] = socketpair(type)
     const file = tempFile(`contents for ${type}`)
     t.is(sendmsg(a, `hello ${type}`, [file.fd]), `hello ${type}`.length)
@@ -38,7 +37,7 @@ for (const type of TYPES) {
   })
 }
 
-test.serial('pitfall 8: both ends are close-on-exec by default, and received descriptors too', (t) => {
+leakFree('pitfall 8: both ends are close-on-exec by default, and received descriptors too', (t) => {
   const [a, b] = socketpair()
   const [c, d] = socketpair('stream', { cloexec: false })
   if (process.platform !== 'linux') {
@@ -56,7 +55,7 @@ test.serial('pitfall 8: both ends are close-on-exec by default, and received des
   closeAll([a, b, c, d])
 })
 
-test.serial('record types keep message boundaries', (t) => {
+leakFree('record types keep message boundaries', (t) => {
   for (const type of TYPES.filter((x) => x !== 'stream')) {
     const [a, b] = socketpair(type)
     sendmsg(a, 'one')
@@ -71,7 +70,7 @@ test.serial('record types keep message boundaries', (t) => {
   }
 })
 
-test.serial('a Uint8Array view sends exactly its bytes, and utf-8 strings are encoded', (t) => {
+leakFree('a Uint8Array view sends exactly its bytes, and utf-8 strings are encoded', (t) => {
   const [a, b] = socketpair()
   const backing = new Uint8Array([0, 1, 2, 3, 4, 5, 6, 7])
   sendmsg(a, backing.subarray(2, 5))
@@ -81,7 +80,7 @@ test.serial('a Uint8Array view sends exactly its bytes, and utf-8 strings are en
   closeAll([a, b])
 })
 
-test.serial('pitfall 2: 1, 64 and the cap of descriptors arrive in order; cap + 1 is ERR_TOO_MANY_FDS', (t) => {
+leakFree('pitfall 2: 1, 64 and the cap of descriptors arrive in order; cap + 1 is ERR_TOO_MANY_FDS', (t) => {
   t.is(MAX_FDS_PER_MESSAGE, 253)
   const [a, b] = socketpair('stream', { nonblock: true })
   for (const count of [1, 64, MAX_FDS_PER_MESSAGE]) {
@@ -111,7 +110,7 @@ test.serial('pitfall 2: 1, 64 and the cap of descriptors arrive in order; cap + 
   closeAll([a, b, ...files.map((f) => f.fd)])
 })
 
-test.serial('pitfall 1: more descriptors than maxFds is ERR_FDS_TRUNCATED and closes the ones that arrived', (t) => {
+leakFree('pitfall 1: more descriptors than maxFds is ERR_FDS_TRUNCATED and closes the ones that arrived', (t) => {
   const [a, b] = socketpair()
   const files = Array.from({ length: 20 }, () => tempFile(''))
   sendmsg(
@@ -126,7 +125,7 @@ test.serial('pitfall 1: more descriptors than maxFds is ERR_FDS_TRUNCATED and cl
   closeAll([a, b, ...files.map((f) => f.fd)])
 })
 
-test.serial('pitfall 4: descriptors never ride an empty send', (t) => {
+leakFree('pitfall 4: descriptors never ride an empty send', (t) => {
   const [a, b] = socketpair()
   const file = tempFile('')
   const err = t.throws(() => sendmsg(a, '', [file.fd])) as NodeJS.ErrnoException
@@ -135,7 +134,7 @@ test.serial('pitfall 4: descriptors never ride an empty send', (t) => {
   closeAll([a, b, file.fd])
 })
 
-test.serial('pitfall 9: writing to a closed peer is EPIPE, and the process lives', (t) => {
+leakFree('pitfall 9: writing to a closed peer is EPIPE, and the process lives', (t) => {
   const [a, b] = socketpair()
   fs.closeSync(b)
   const err = t.throws(() => sendmsg(a, 'anyone there?')) as NodeJS.ErrnoException
@@ -144,14 +143,14 @@ test.serial('pitfall 9: writing to a closed peer is EPIPE, and the process lives
   closeAll([a])
 })
 
-test.serial('pitfall 10: a record too large for the socket is ERR_MESSAGE_TOO_LARGE', (t) => {
+leakFree('pitfall 10: a record too large for the socket is ERR_MESSAGE_TOO_LARGE', (t) => {
   const [a, b] = socketpair('dgram')
   const err = t.throws(() => sendmsg(a, Buffer.alloc(8 << 20))) as NodeJS.ErrnoException
   t.is(err.code, 'ERR_MESSAGE_TOO_LARGE')
   closeAll([a, b])
 })
 
-test.serial('a record longer than maxBytes is reported as truncated, never silently', (t) => {
+leakFree('a record longer than maxBytes is reported as truncated, never silently', (t) => {
   const [a, b] = socketpair(TYPES.includes('seqpacket') ? 'seqpacket' : 'dgram')
   sendmsg(a, '0123456789')
   const m = recvmsg(b, { maxBytes: 4 })!
@@ -160,7 +159,7 @@ test.serial('a record longer than maxBytes is reported as truncated, never silen
   closeAll([a, b])
 })
 
-test.serial('a stream delivers bytes in order across reads of any size, then null at EOF', (t) => {
+leakFree('a stream delivers bytes in order across reads of any size, then null at EOF', (t) => {
   const [a, b] = socketpair()
   const big = Buffer.alloc(100_000, 7)
   big.write('start', 0)
@@ -174,14 +173,14 @@ test.serial('a stream delivers bytes in order across reads of any size, then nul
   closeAll([b])
 })
 
-test.serial('nonblock: nothing to read is EAGAIN', (t) => {
+leakFree('nonblock: nothing to read is EAGAIN', (t) => {
   const [a, b] = socketpair('stream', { nonblock: true })
   const err = t.throws(() => recvmsg(b)) as NodeJS.ErrnoException
   t.is(err.code, 'EAGAIN')
   closeAll([a, b])
 })
 
-test.serial('peer credentials are this process for a pair made here', (t) => {
+leakFree('peer credentials are this process for a pair made here', (t) => {
   const [a, b] = socketpair()
   const c = peerCredentials(a)
   t.is(c.uid, process.getuid!())
@@ -191,7 +190,7 @@ test.serial('peer credentials are this process for a pair made here', (t) => {
   closeAll([a, b])
 })
 
-test.serial('operating-system errors carry the errno name', (t) => {
+leakFree('operating-system errors carry the errno name', (t) => {
   const file = tempFile('not a socket')
   t.is(codeOf(() => peerCredentials(file.fd)), 'ENOTSOCK')
   t.is(codeOf(() => recvmsg(file.fd)), 'ENOTSOCK')
@@ -206,7 +205,7 @@ test.serial('operating-system errors carry the errno name', (t) => {
   closeAll([c, d, file.fd])
 })
 
-test.serial('bad arguments are typed errors with Node-style codes', (t) => {
+leakFree('bad arguments are typed errors with Node-style codes', (t) => {
   const [a, b] = socketpair()
   const cases: [() => unknown, string, RegExp][] = [
     [() => socketpair('raw' as SocketType), 'ERR_INVALID_ARG_VALUE', /'stream', 'seqpacket' or 'dgram', got "raw"/],
@@ -229,7 +228,7 @@ test.serial('bad arguments are typed errors with Node-style codes', (t) => {
   closeAll([a, b])
 })
 
-test.serial('large receives (over 1 MiB) keep their own buffer', (t) => {
+leakFree('large receives (over 1 MiB) keep their own buffer', (t) => {
   const [a, b] = socketpair(TYPES.includes('seqpacket') ? 'seqpacket' : 'dgram')
   const payload = Buffer.alloc(150_000)
   for (let i = 0; i < payload.length; i++) payload[i] = i % 251

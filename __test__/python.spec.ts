@@ -3,14 +3,13 @@
  * descriptors both ways: whole frames, frames whose descriptors ride on a 3-byte first
  * send, and coalesced frames whose descriptors share one send.
  */
-import anyTest, { type TestFn } from 'ava'
+import test from 'ava'
 import fs from 'node:fs'
 
 import { recvmsg, sendmsg, socketpair } from '..'
-import { checkFdLeaks, closeAll, fixture, identity, readThrough, run, tempFile } from './helpers'
+import { leakChecked, closeAll, fixture, identity, readThrough, run, tempFile } from './helpers'
 
-const test = anyTest as TestFn<{ fds: number }>
-checkFdLeaks(test)
+const leakFree = leakChecked(test)
 
 /** PROTOCOL.md's header: length u32 LE, nfds u16 LE, version 1, flags 0. */
 function frame(payload: Buffer | string, nfds: number): Buffer {
@@ -71,7 +70,7 @@ function startPeer() {
   return { mine, proc }
 }
 
-test.serial('Node passes files to python, which reads them through the descriptors', async (t) => {
+leakFree('Node passes files to python, which reads them through the descriptors', async (t) => {
   const { mine, proc } = startPeer()
   const files = [tempFile('first file'), tempFile('second file'), tempFile('third file')]
   sendFrame(
@@ -90,7 +89,7 @@ test.serial('Node passes files to python, which reads them through the descripto
 
 for (const style of ['whole', 'split', 'coalesced'] as const) {
   for (const readSizes of [[65536], [1, 2, 3, 5, 7]]) {
-    test.serial(`python passes descriptors to Node: ${style} sends, reads of ${readSizes.join('/')} bytes`, async (t) => {
+    leakFree(`python passes descriptors to Node: ${style} sends, reads of ${readSizes.join('/')} bytes`, async (t) => {
       const { mine, proc } = startPeer()
       const reader = new FrameReader(mine, readSizes)
       sendFrame(mine, JSON.stringify({ op: 'give', n: 5, style }))
@@ -114,7 +113,7 @@ for (const style of ['whole', 'split', 'coalesced'] as const) {
   }
 }
 
-test.serial('descriptors make a round trip through python and come back to the same files', async (t) => {
+leakFree('descriptors make a round trip through python and come back to the same files', async (t) => {
   const { mine, proc } = startPeer()
   const files = Array.from({ length: 64 }, (_, i) => tempFile(`round trip ${i}`))
   sendFrame(
