@@ -24,6 +24,8 @@ pub enum Error {
     Protocol(String),
     /// A caller passed a value the call cannot use.
     InvalidArgument(String),
+    /// The call does not fit the object's state (e.g. sending after `end()`).
+    State { code: &'static str, message: String },
     /// The operation does not exist on this operating system.
     Unsupported(String),
 }
@@ -47,6 +49,7 @@ impl Error {
             Error::Protocol(_) => "ERR_PROTOCOL".into(),
             Error::InvalidArgument(_) => "ERR_INVALID_ARG_VALUE".into(),
             Error::Unsupported(_) => "ERR_UNSUPPORTED_PLATFORM".into(),
+            Error::State { code, .. } => (*code).into(),
         }
     }
 
@@ -108,6 +111,7 @@ impl fmt::Display for Error {
             Error::Protocol(what) => write!(f, "protocol error from the peer: {what}"),
             Error::InvalidArgument(what) => write!(f, "{what}"),
             Error::Unsupported(what) => write!(f, "{what}"),
+            Error::State { message, .. } => write!(f, "{message}"),
         }
     }
 }

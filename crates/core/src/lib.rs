@@ -20,6 +20,7 @@
 )]
 
 pub mod blocking;
+pub mod channel;
 pub mod error;
 pub mod frame;
 pub mod msg;
@@ -27,5 +28,6 @@ pub mod peercred;
 pub mod socket;
 #[doc(hidden)]
 pub mod testutil;
+pub mod write_queue;
 
 pub use error::{Error, Result};

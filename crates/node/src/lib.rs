@@ -7,7 +7,13 @@
 #![deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 #[cfg(unix)]
+mod channel;
+#[cfg(unix)]
 mod unix;
+#[cfg(unix)]
+mod uv;
 
+#[cfg(unix)]
+pub use channel::NativeChannel;
 #[cfg(unix)]
 pub use unix::*;

@@ -12,14 +12,14 @@ use socketpair_core::{peercred, Error};
 
 /// Throws `e` as a JS `Error` whose `code` is the stable code, and tells napi-rs the
 /// exception is already pending.
-fn throw(env: &Env, e: Error) -> napi::Error {
+pub(crate) fn throw(env: &Env, e: Error) -> napi::Error {
     let message = e.to_string().replace('\0', "");
     let _ = env.throw_error(&message, Some(&e.code()));
     napi::Error::from_status(Status::PendingException)
 }
 
 /// Borrows a descriptor number that JS handed us, for the length of one call.
-fn borrow(env: &Env, fd: i32, what: &str) -> napi::Result<BorrowedFd<'static>> {
+pub(crate) fn borrow(env: &Env, fd: i32, what: &str) -> napi::Result<BorrowedFd<'static>> {
     if fd < 0 {
         return Err(throw(
             env,

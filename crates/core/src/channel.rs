@@ -1,0 +1,483 @@
+//! A channel's state machine without the event loop: an owned, non-blocking socket, the
+//! frame decoder or record reader on the way in, the [`WriteQueue`] on the way out, and
+//! the half-close bookkeeping. The Node layer calls [`ChannelCore::read`] when the socket
+//! is readable and [`ChannelCore::flush`] when it is writable; everything else is here,
+//! testable with `cargo test`.
+
+use std::io::IoSlice;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+
+use nix::errno::Errno;
+use nix::sys::socket::{shutdown, Shutdown};
+
+use crate::error::{Error, Result};
+use crate::frame::{FrameDecoder, FrameHeader, Message, HEADER_LEN};
+use crate::msg::{recv_with_fds, send_with_fds, MAX_FDS_PER_MESSAGE};
+use crate::socket::{self, SocketKind};
+use crate::write_queue::{dup_for_queue, Flush, WriteQueue};
+
+/// The default limit on one message's payload on a stream channel: 64 MiB.
+pub const DEFAULT_MAX_MESSAGE_BYTES: usize = 64 << 20;
+
+/// Payloads at least this large are written straight from the caller's memory when
+/// nothing is queued, instead of being copied into the queue first.
+pub const DIRECT_WRITE_BYTES: usize = 32 << 10;
+
+/// Bytes read per recvmsg on a stream channel.
+const STREAM_READ_BYTES: usize = 256 << 10;
+
+/// The largest record a record channel receives (records are bounded by the socket
+/// buffers anyway: about 208 KiB by default on Linux). The buffer is only touched as
+/// far as records fill it.
+const RECORD_READ_BYTES: usize = 4 << 20;
+
+/// Why a read stopped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReadStatus {
+    /// The socket has nothing more now (EAGAIN).
+    Drained,
+    /// The peer closed its sending side; nothing more will arrive.
+    Eof,
+    /// The per-call budget ran out with data still waiting: read again on the next turn.
+    Budget,
+}
+
+/// A channel's socket and its in and out state.
+#[derive(Debug)]
+pub struct ChannelCore {
+    fd: OwnedFd,
+    kind: SocketKind,
+    max_message_bytes: usize,
+    decoder: FrameDecoder,
+    read_buf: Vec<u8>,
+    writer: WriteQueue,
+    read_eof: bool,
+    end_requested: bool,
+    write_shut: bool,
+}
+
+impl ChannelCore {
+    /// Takes ownership of a connected Unix socket: makes it non-blocking and
+    /// close-on-exec, and learns its type.
+    pub fn adopt(fd: OwnedFd, max_message_bytes: usize) -> Result<Self> {
+        let kind = socket::socket_kind(fd.as_fd())?;
+        socket::set_nonblocking(fd.as_fd(), true)?;
+        socket::set_cloexec(fd.as_fd(), true)?;
+        socket::prevent_sigpipe(fd.as_fd())?;
+        let max_message_bytes = max_message_bytes.min(crate::frame::MAX_PAYLOAD);
+        Ok(ChannelCore {
+            fd,
+            kind,
+            max_message_bytes,
+            decoder: FrameDecoder::new(max_message_bytes),
+            read_buf: Vec::new(),
+            writer: if kind.is_record() {
+                WriteQueue::new_record()
+            } else {
+                WriteQueue::new()
+            },
+            read_eof: false,
+            end_requested: false,
+            write_shut: false,
+        })
+    }
+
+    pub fn fd(&self) -> BorrowedFd<'_> {
+        self.fd.as_fd()
+    }
+
+    pub fn kind(&self) -> SocketKind {
+        self.kind
+    }
+
+    pub fn max_message_bytes(&self) -> usize {
+        self.max_message_bytes
+    }
+
+    /// Bytes queued and not yet written.
+    pub fn queued_bytes(&self) -> usize {
+        self.writer.queued_bytes()
+    }
+
+    /// True while frames wait to be written (poll for writable).
+    pub fn wants_write(&self) -> bool {
+        !self.writer.is_empty()
+    }
+
+    /// The peer's end of stream has been read.
+    pub fn read_done(&self) -> bool {
+        self.read_eof
+    }
+
+    /// `end()` was called and everything before it has been written and shut down.
+    pub fn write_done(&self) -> bool {
+        self.write_shut
+    }
+
+    pub fn end_requested(&self) -> bool {
+        self.end_requested
+    }
+
+    /// Sends one message: written at once when that is cheap and nothing is queued,
+    /// otherwise queued (a copy of the payload, duplicates of the descriptors) for
+    /// [`flush`](Self::flush). Limits are checked first, so a message that is refused is
+    /// refused whole, and the caller's descriptors stay the caller's either way.
+    pub fn send(&mut self, payload: &[u8], fds: &[BorrowedFd<'_>]) -> Result<()> {
+        if self.end_requested {
+            return Err(Error::State {
+                code: "ERR_STREAM_WRITE_AFTER_END",
+                message: "cannot send after end(): this side of the channel has finished sending"
+                    .into(),
+            });
+        }
+        let header = FrameHeader::for_message(payload.len(), fds.len(), self.max_message_bytes)?;
+        let direct = self.writer.is_empty()
+            && (self.kind.is_record() || payload.len() >= DIRECT_WRITE_BYTES);
+        if direct {
+            let head = header.encode();
+            let total = HEADER_LEN + payload.len();
+            match send_with_fds(
+                self.fd.as_fd(),
+                &[IoSlice::new(&head), IoSlice::new(payload)],
+                fds,
+            ) {
+                Ok(n) if n == total => return Ok(()),
+                Ok(n) => {
+                    // The first byte, and with it the descriptors, went: queue the rest.
+                    self.writer.push_rest(header, payload, n);
+                    return Ok(());
+                }
+                Err(e) if e.errno() == Some(Errno::EAGAIN) => {} // queue it whole
+                Err(e) => return Err(e),
+            }
+        }
+        let owned = fds
+            .iter()
+            .map(|fd| dup_for_queue(*fd))
+            .collect::<Result<Vec<_>>>()?;
+        self.writer.push(header, payload, owned);
+        Ok(())
+    }
+
+    /// Writes what is queued; once everything is written after `end()`, shuts down the
+    /// sending side so the peer sees end of stream.
+    pub fn flush(&mut self) -> Result<Flush> {
+        let status = self.writer.flush(self.fd.as_fd())?;
+        if status == Flush::Done && self.end_requested && !self.write_shut {
+            self.shutdown_write()?;
+        }
+        Ok(status)
+    }
+
+    /// Half-close: no more sends; what is queued is still written, then the peer sees
+    /// end of stream. It can keep sending to us.
+    pub fn end(&mut self) -> Result<Flush> {
+        self.end_requested = true;
+        self.flush()
+    }
+
+    fn shutdown_write(&mut self) -> Result<()> {
+        self.write_shut = true;
+        match shutdown(self.fd_raw(), Shutdown::Write) {
+            // The peer may be gone already; the read side reports that.
+            Ok(()) | Err(Errno::ENOTCONN) => Ok(()),
+            Err(e) => Err(Error::os("shutdown", e)),
+        }
+    }
+
+    fn fd_raw(&self) -> std::os::fd::RawFd {
+        use std::os::fd::AsRawFd;
+        self.fd.as_raw_fd()
+    }
+
+    /// Reads what the socket has, up to `max_reads` recvmsg calls, appending complete
+    /// messages to `out`. On an error, the messages completed before it are in `out`
+    /// (deliver them, then the error); everything queued has been closed.
+    pub fn read(&mut self, max_reads: usize, out: &mut Vec<Message>) -> Result<ReadStatus> {
+        if self.read_eof {
+            return Ok(ReadStatus::Eof);
+        }
+        if self.kind.is_record() {
+            self.read_records(max_reads, out)
+        } else {
+            self.read_stream(max_reads, out)
+        }
+    }
+
+    fn read_stream(&mut self, max_reads: usize, out: &mut Vec<Message>) -> Result<ReadStatus> {
+        if self.read_buf.is_empty() {
+            self.read_buf = vec![0u8; STREAM_READ_BYTES];
+        }
+        for _ in 0..max_reads {
+            let mut fds = Vec::new();
+            let r = match recv_with_fds(
+                self.fd.as_fd(),
+                &mut self.read_buf,
+                MAX_FDS_PER_MESSAGE,
+                &mut fds,
+            ) {
+                Ok(r) => r,
+                Err(e) if e.errno() == Some(Errno::EAGAIN) => return Ok(ReadStatus::Drained),
+                Err(e) => {
+                    self.decoder = FrameDecoder::new(self.max_message_bytes); // closes queued fds
+                    return Err(e);
+                }
+            };
+            if r.bytes == 0 {
+                self.read_eof = true;
+                self.decoder.finish()?;
+                return Ok(ReadStatus::Eof);
+            }
+            self.decoder.push(&self.read_buf[..r.bytes], fds, out)?;
+        }
+        Ok(ReadStatus::Budget)
+    }
+
+    fn read_records(&mut self, max_reads: usize, out: &mut Vec<Message>) -> Result<ReadStatus> {
+        if self.read_buf.is_empty() {
+            let size = (self.max_message_bytes + HEADER_LEN).min(RECORD_READ_BYTES) + 1;
+            self.read_buf = vec![0u8; size];
+        }
+        for _ in 0..max_reads {
+            let mut fds = Vec::new();
+            let r = match recv_with_fds(
+                self.fd.as_fd(),
+                &mut self.read_buf,
+                MAX_FDS_PER_MESSAGE,
+                &mut fds,
+            ) {
+                Ok(r) => r,
+                Err(e) if e.errno() == Some(Errno::EAGAIN) => return Ok(ReadStatus::Drained),
+                Err(e) => return Err(e),
+            };
+            if r.bytes == 0 && self.kind == SocketKind::Seqpacket {
+                self.read_eof = true;
+                return Ok(ReadStatus::Eof);
+            }
+            if r.truncated || r.bytes > self.max_message_bytes + HEADER_LEN {
+                return Err(Error::MessageTooLarge {
+                    len: r.bytes,
+                    max: Some(self.max_message_bytes.min(RECORD_READ_BYTES - HEADER_LEN)),
+                });
+            }
+            out.push(parse_record(
+                &self.read_buf[..r.bytes],
+                fds,
+                self.max_message_bytes,
+            )?);
+        }
+        Ok(ReadStatus::Budget)
+    }
+}
+
+/// One record is one frame: its header must describe exactly the record and the
+/// descriptors that came with it.
+fn parse_record(record: &[u8], fds: Vec<OwnedFd>, max: usize) -> Result<Message> {
+    let Some(head) = record.first_chunk::<HEADER_LEN>() else {
+        return Err(Error::Protocol(format!(
+            "record of {} bytes is shorter than a frame header",
+            record.len()
+        )));
+    };
+    let header = FrameHeader::decode(head, max)?;
+    let payload = &record[HEADER_LEN..];
+    if header.len as usize != payload.len() {
+        return Err(Error::Protocol(format!(
+            "record header declares {} payload bytes but the record carries {}",
+            header.len,
+            payload.len()
+        )));
+    }
+    if header.nfds as usize != fds.len() {
+        return Err(Error::Protocol(format!(
+            "record header declares {} descriptors but {} came with it",
+            header.nfds,
+            fds.len()
+        )));
+    }
+    Ok(Message {
+        data: payload.to_vec(),
+        fds,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::socket::{socketpair, PairOptions};
+    use crate::testutil::{fd_inode, open_fd_count, temp_file_with};
+
+    fn pair(kind: SocketKind) -> (ChannelCore, ChannelCore) {
+        let (a, b) = socketpair(kind, PairOptions::default()).unwrap();
+        (
+            ChannelCore::adopt(a, DEFAULT_MAX_MESSAGE_BYTES).unwrap(),
+            ChannelCore::adopt(b, DEFAULT_MAX_MESSAGE_BYTES).unwrap(),
+        )
+    }
+
+    /// Reads until `count` messages or end of stream, polling in between.
+    fn collect(ch: &mut ChannelCore, count: usize) -> (Vec<Message>, bool) {
+        let mut out = Vec::new();
+        loop {
+            match ch.read(16, &mut out).unwrap() {
+                ReadStatus::Eof => return (out, true),
+                _ if out.len() >= count => return (out, false),
+                ReadStatus::Drained => std::thread::sleep(std::time::Duration::from_millis(1)),
+                ReadStatus::Budget => {}
+            }
+        }
+    }
+
+    fn kinds() -> Vec<SocketKind> {
+        if cfg!(any(target_os = "linux", target_os = "freebsd")) {
+            vec![SocketKind::Stream, SocketKind::Seqpacket, SocketKind::Dgram]
+        } else {
+            vec![SocketKind::Stream, SocketKind::Dgram]
+        }
+    }
+
+    #[test]
+    fn messages_and_fds_in_order_on_every_kind() {
+        let base = open_fd_count();
+        for kind in kinds() {
+            let (mut a, mut b) = pair(kind);
+            let files: Vec<OwnedFd> = (0..3)
+                .map(|i| temp_file_with(format!("{i}").as_bytes()))
+                .collect();
+            a.send(b"zero", &[]).unwrap();
+            a.send(b"one", &[files[0].as_fd()]).unwrap();
+            a.send(b"", &[files[1].as_fd(), files[2].as_fd()]).unwrap();
+            assert_eq!(a.flush().unwrap(), Flush::Done);
+            let (got, _) = collect(&mut b, 3);
+            assert_eq!(got.len(), 3, "{kind:?}");
+            assert_eq!(got[0].data, b"zero");
+            assert_eq!(got[1].data, b"one");
+            assert_eq!(got[2].data, b"");
+            assert_eq!(fd_inode(&got[1].fds[0]), fd_inode(&files[0]));
+            assert_eq!(
+                got[2].fds.iter().map(fd_inode).collect::<Vec<_>>(),
+                vec![fd_inode(&files[1]), fd_inode(&files[2])]
+            );
+        }
+        assert_eq!(open_fd_count(), base);
+    }
+
+    #[test]
+    fn pitfall_12_n_messages_then_eof() {
+        for kind in kinds().into_iter().filter(|k| *k != SocketKind::Dgram) {
+            let (mut a, mut b) = pair(kind);
+            for i in 0..50 {
+                a.send(format!("{i}").as_bytes(), &[]).unwrap();
+            }
+            a.flush().unwrap();
+            drop(a);
+            let (got, eof) = collect(&mut b, usize::MAX);
+            assert!(eof, "{kind:?}");
+            assert_eq!(got.len(), 50);
+            assert_eq!(got[49].data, b"49");
+        }
+    }
+
+    #[test]
+    fn pitfall_13_half_close_then_reply() {
+        for kind in kinds().into_iter().filter(|k| *k != SocketKind::Dgram) {
+            let (mut a, mut b) = pair(kind);
+            a.send(b"question", &[]).unwrap();
+            assert_eq!(a.end().unwrap(), Flush::Done);
+            assert!(a.write_done());
+            assert!(a.send(b"more", &[]).is_err(), "no sends after end()");
+            let (got, eof) = collect(&mut b, usize::MAX);
+            assert!(eof, "{kind:?}: b saw the end");
+            assert_eq!(got[0].data, b"question");
+            b.send(b"answer", &[]).unwrap();
+            b.flush().unwrap();
+            let (got, _) = collect(&mut a, 1);
+            assert_eq!(got[0].data, b"answer", "{kind:?}: a can still receive");
+        }
+    }
+
+    #[test]
+    fn large_message_is_written_directly_then_the_rest_queued() {
+        let base = open_fd_count();
+        {
+            let (mut a, mut b) = pair(SocketKind::Stream);
+            let file = temp_file_with(b"big");
+            let payload: Vec<u8> = (0..16 << 20).map(|i| (i % 253) as u8).collect();
+            a.send(&payload, &[file.as_fd()]).unwrap();
+            assert!(a.wants_write(), "16 MiB does not fit the socket at once");
+            a.send(b"after", &[file.as_fd()]).unwrap();
+            let got = std::thread::scope(|s| {
+                let r = s.spawn(|| collect(&mut b, 2).0);
+                while a.flush().unwrap() == Flush::WouldBlock {
+                    std::thread::sleep(std::time::Duration::from_micros(100));
+                }
+                r.join().unwrap()
+            });
+            assert_eq!(got.len(), 2);
+            assert!(got[0].data == payload);
+            assert_eq!(got[0].fds.len(), 1);
+            assert_eq!(got[1].data, b"after");
+            assert_eq!(fd_inode(&got[1].fds[0]), fd_inode(&file));
+        }
+        assert_eq!(open_fd_count(), base);
+    }
+
+    #[test]
+    fn caller_may_close_its_fds_right_after_send() {
+        let (mut a, mut b) = pair(SocketKind::Stream);
+        let file = temp_file_with(b"still here");
+        let id = fd_inode(&file);
+        a.send(b"x", &[file.as_fd()]).unwrap(); // queued: the queue holds a duplicate
+        drop(file);
+        a.flush().unwrap();
+        let (got, _) = collect(&mut b, 1);
+        assert_eq!(fd_inode(&got[0].fds[0]), id);
+    }
+
+    #[test]
+    fn limits_are_checked_before_anything_is_sent() {
+        let (a, _b) = socketpair(SocketKind::Stream, PairOptions::default()).unwrap();
+        let mut a = ChannelCore::adopt(a, 10).unwrap();
+        assert_eq!(
+            a.send(&[0u8; 11], &[]).unwrap_err().code(),
+            "ERR_MESSAGE_TOO_LARGE"
+        );
+        let files: Vec<OwnedFd> = (0..254).map(|_| temp_file_with(b"")).collect();
+        let borrowed: Vec<BorrowedFd<'_>> = files.iter().map(|f| f.as_fd()).collect();
+        assert_eq!(
+            a.send(b"x", &borrowed).unwrap_err().code(),
+            "ERR_TOO_MANY_FDS"
+        );
+        assert_eq!(a.queued_bytes(), 0);
+    }
+
+    #[test]
+    fn pitfall_10_record_too_large_is_typed() {
+        if !cfg!(target_os = "linux") {
+            return;
+        }
+        let (mut a, _b) = pair(SocketKind::Seqpacket);
+        let err = a.send(&vec![0u8; 8 << 20], &[]).unwrap_err();
+        assert_eq!(err.code(), "ERR_MESSAGE_TOO_LARGE");
+        a.send(b"small still works", &[]).unwrap();
+    }
+
+    #[test]
+    fn hostile_record_headers() {
+        let base = open_fd_count();
+        {
+            let (raw, b) = socketpair(SocketKind::Seqpacket, PairOptions::default()).unwrap();
+            let mut b = ChannelCore::adopt(b, 1024).unwrap();
+            let file = temp_file_with(b"");
+            // Header says 5 bytes, record has 3; and one fd that the header does not count.
+            let mut rec = FrameHeader::new(5, 0).encode().to_vec();
+            rec.extend_from_slice(b"abc");
+            send_with_fds(raw.as_fd(), &[IoSlice::new(&rec)], &[file.as_fd()]).unwrap();
+            let mut out = Vec::new();
+            let err = b.read(4, &mut out).unwrap_err();
+            assert_eq!(err.code(), "ERR_PROTOCOL");
+            assert!(out.is_empty());
+        }
+        assert_eq!(open_fd_count(), base);
+    }
+}

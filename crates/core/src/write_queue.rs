@@ -1,0 +1,328 @@
+//! The outgoing side of a stream channel: queued frames in one contiguous byte buffer,
+//! their descriptors beside them, and the partial-write bookkeeping of PROTOCOL.md.
+//!
+//! Flushing coalesces as many queued frames as the limits allow into one sendmsg —
+//! their descriptors too, since the receiver's FIFO hands each frame its own. The rules:
+//! a sendmsg that carries descriptors starts at a frame boundary; after a partial write
+//! the rest goes without them (the frames whose descriptors already went are marked);
+//! EAGAIN with nothing sent changes nothing.
+
+use std::collections::VecDeque;
+use std::io::IoSlice;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+
+use nix::errno::Errno;
+
+use crate::error::{Error, Result};
+use crate::frame::{FrameHeader, HEADER_LEN};
+use crate::msg::{send_with_fds, MAX_FDS_PER_MESSAGE};
+
+/// One queued frame: where it ends in the buffer, and its descriptors.
+#[derive(Debug)]
+struct Queued {
+    end: usize,
+    fds: Vec<OwnedFd>,
+    fds_sent: bool,
+}
+
+/// What a flush achieved.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Flush {
+    /// Everything queued has been written.
+    Done,
+    /// The socket is full: poll for writable and flush again.
+    WouldBlock,
+}
+
+/// Frames waiting to be written. See the module docs for the rules it keeps.
+#[derive(Debug, Default)]
+pub struct WriteQueue {
+    buf: Vec<u8>,
+    /// Bytes of `buf` already written.
+    sent: usize,
+    frames: VecDeque<Queued>,
+    /// `buf` offsets of the start of the front frame (frames[0] begins here).
+    front_start: usize,
+    /// Record socket (seqpacket/dgram): one frame per sendmsg, never coalesced.
+    record: bool,
+}
+
+impl WriteQueue {
+    /// A queue for a stream socket.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// A queue for a record socket: every frame is its own sendmsg (one record).
+    pub fn new_record() -> Self {
+        WriteQueue {
+            record: true,
+            ..Self::default()
+        }
+    }
+
+    /// Bytes waiting to be written.
+    pub fn queued_bytes(&self) -> usize {
+        self.buf.len() - self.sent
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.frames.is_empty()
+    }
+
+    /// Number of queued frames (including a partially written one).
+    pub fn len(&self) -> usize {
+        self.frames.len()
+    }
+
+    /// Appends a frame: header and a copy of `payload`; the queue owns `fds` (duplicates
+    /// of the caller's, so the caller may close its own right away).
+    pub fn push(&mut self, header: FrameHeader, payload: &[u8], fds: Vec<OwnedFd>) {
+        self.compact();
+        self.buf.reserve(HEADER_LEN + payload.len());
+        self.buf.extend_from_slice(&header.encode());
+        self.buf.extend_from_slice(payload);
+        self.frames.push_back(Queued {
+            end: self.buf.len(),
+            fds,
+            fds_sent: false,
+        });
+    }
+
+    /// Appends the unsent rest of a frame whose first `already_sent` bytes (and all its
+    /// descriptors) went out directly, without queueing. The queue must be empty.
+    pub fn push_rest(&mut self, header: FrameHeader, payload: &[u8], already_sent: usize) {
+        debug_assert!(self.is_empty());
+        self.compact();
+        let head = header.encode();
+        if already_sent < HEADER_LEN {
+            self.buf.extend_from_slice(&head[already_sent..]);
+            self.buf.extend_from_slice(payload);
+        } else {
+            self.buf
+                .extend_from_slice(&payload[already_sent - HEADER_LEN..]);
+        }
+        self.frames.push_back(Queued {
+            end: self.buf.len(),
+            fds: Vec::new(),
+            fds_sent: true,
+        });
+    }
+
+    /// Writes as much as the socket takes. Retries partial writes until the queue is
+    /// empty or the kernel says EAGAIN.
+    pub fn flush(&mut self, fd: BorrowedFd<'_>) -> Result<Flush> {
+        while !self.frames.is_empty() {
+            let (end, sent) = {
+                let (end, fds) = self.next_batch();
+                match send_with_fds(fd, &[IoSlice::new(&self.buf[self.sent..end])], &fds) {
+                    Ok(n) => (end, (n, !fds.is_empty())),
+                    Err(e) if e.errno() == Some(Errno::EAGAIN) => return Ok(Flush::WouldBlock),
+                    Err(e) => return Err(e),
+                }
+            };
+            self.advance(sent.0, sent.1, end);
+        }
+        self.buf.clear();
+        self.sent = 0;
+        self.front_start = 0;
+        Ok(Flush::Done)
+    }
+
+    /// The end offset of the next sendmsg and the descriptors it carries (cloned handles
+    /// of the queue's own: the queue keeps ownership until the frame is written).
+    fn next_batch(&self) -> (usize, Vec<BorrowedFd<'_>>) {
+        let at_boundary = self.sent == self.front_start;
+        let mut fds = Vec::new();
+        let mut end = self.sent;
+        for (i, q) in self.frames.iter().enumerate() {
+            let unsent_fds = !q.fds_sent && !q.fds.is_empty();
+            if unsent_fds {
+                // Descriptors only on a send that starts at a frame boundary.
+                if !at_boundary || fds.len() + q.fds.len() > MAX_FDS_PER_MESSAGE {
+                    break;
+                }
+                fds.extend(q.fds.iter().map(|f| f.as_fd()));
+            }
+            end = q.end;
+            if self.record {
+                break; // one record per sendmsg
+            }
+            // Keep one sendmsg to a sane size; the kernel takes what it can anyway.
+            if end - self.sent >= MAX_BATCH_BYTES && i > 0 {
+                break;
+            }
+        }
+        (end, fds)
+    }
+
+    /// Accounts for `n` bytes written by a send that ended at `end`.
+    fn advance(&mut self, n: usize, attached: bool, end: usize) {
+        let new_sent = self.sent + n;
+        // Every frame that starts inside [sent, end) had its descriptors attached.
+        if attached {
+            let mut start = self.front_start;
+            for q in self.frames.iter_mut() {
+                if start >= end {
+                    break;
+                }
+                q.fds_sent = true;
+                start = q.end;
+            }
+        }
+        self.sent = new_sent;
+        while let Some(front) = self.frames.front() {
+            if front.end > self.sent {
+                break;
+            }
+            self.front_start = front.end;
+            self.frames.pop_front(); // closes our duplicates of its descriptors
+        }
+    }
+
+    /// Drops written bytes from the front of the buffer once they are the larger part.
+    fn compact(&mut self) {
+        if self.sent > 0 && self.sent >= self.buf.len() / 2 {
+            self.buf.drain(..self.sent);
+            for q in self.frames.iter_mut() {
+                q.end -= self.sent;
+            }
+            self.front_start -= self.sent;
+            self.sent = 0;
+        }
+    }
+}
+
+/// Past this many bytes a batch stops taking more frames (one sendmsg need not carry
+/// everything; the next iteration sends the rest).
+const MAX_BATCH_BYTES: usize = 4 << 20;
+
+/// Duplicates a caller's descriptor (close-on-exec) so that a queued frame owns its own.
+pub fn dup_for_queue(fd: BorrowedFd<'_>) -> Result<OwnedFd> {
+    fd.try_clone_to_owned().map_err(|e| {
+        Error::os(
+            "fcntl(F_DUPFD_CLOEXEC)",
+            Errno::from_raw(e.raw_os_error().unwrap_or(0)),
+        )
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::frame::{FrameDecoder, Message, MAX_PAYLOAD};
+    use crate::msg::recv_with_fds;
+    use crate::socket::{set_nonblocking, socketpair, PairOptions, SocketKind};
+    use crate::testutil::{fd_inode, open_fd_count, temp_file_with};
+
+    fn read_all(fd: BorrowedFd<'_>, count: usize) -> Vec<Message> {
+        let mut d = FrameDecoder::new(MAX_PAYLOAD);
+        let mut out = Vec::new();
+        let mut buf = vec![0u8; 1 << 16];
+        while out.len() < count {
+            let mut fds = Vec::new();
+            let r = recv_with_fds(fd, &mut buf, MAX_FDS_PER_MESSAGE, &mut fds).unwrap();
+            assert!(r.bytes > 0);
+            d.push(&buf[..r.bytes], fds, &mut out).unwrap();
+        }
+        out
+    }
+
+    #[test]
+    fn coalesces_frames_and_their_fds_into_one_send() {
+        let base = open_fd_count();
+        {
+            let (a, b) = socketpair(SocketKind::Stream, PairOptions::default()).unwrap();
+            let files: Vec<OwnedFd> = (0..5).map(|_| temp_file_with(b"")).collect();
+            let ids: Vec<_> = files.iter().map(fd_inode).collect();
+            let mut q = WriteQueue::new();
+            let mut it = files.into_iter();
+            for i in 0..5 {
+                let fds: Vec<OwnedFd> = it.by_ref().take([1, 0, 2, 0, 2][i]).collect();
+                let h = FrameHeader::new(3, fds.len() as u16);
+                q.push(h, format!("m{i}!").as_bytes(), fds);
+            }
+            assert_eq!(q.flush(a.as_fd()).unwrap(), Flush::Done);
+            assert!(q.is_empty() && q.queued_bytes() == 0);
+            // One recv gets all five frames and all five fds: it was one sendmsg.
+            let mut buf = vec![0u8; 4096];
+            let mut fds = Vec::new();
+            let r = recv_with_fds(b.as_fd(), &mut buf, 253, &mut fds).unwrap();
+            assert_eq!(r.bytes, 5 * 11);
+            assert_eq!(r.fds, 5);
+            let got: Vec<_> = fds.iter().map(fd_inode).collect();
+            assert_eq!(got, ids);
+        }
+        assert_eq!(open_fd_count(), base);
+    }
+
+    #[test]
+    fn pitfall_7_full_socket_then_drain_delivers_everything_once() {
+        let base = open_fd_count();
+        {
+            let (a, b) = socketpair(SocketKind::Stream, PairOptions::default()).unwrap();
+            set_nonblocking(a.as_fd(), true).unwrap();
+            let mut q = WriteQueue::new();
+            let mut want = Vec::new();
+            // Far more than the socket buffer, with fds sprinkled through it.
+            for i in 0..400usize {
+                let payload = vec![(i % 251) as u8; 3000 + i];
+                let fds: Vec<OwnedFd> = if i % 7 == 0 {
+                    vec![temp_file_with(format!("{i}").as_bytes())]
+                } else {
+                    Vec::new()
+                };
+                want.push((
+                    payload.clone(),
+                    fds.iter().map(fd_inode).collect::<Vec<_>>(),
+                ));
+                q.push(
+                    FrameHeader::new(payload.len() as u32, fds.len() as u16),
+                    &payload,
+                    fds,
+                );
+            }
+            assert_eq!(q.flush(a.as_fd()).unwrap(), Flush::WouldBlock);
+            let got = std::thread::scope(|s| {
+                let r = s.spawn(|| read_all(b.as_fd(), 400));
+                let mut spins = 0;
+                while q.flush(a.as_fd()).unwrap() == Flush::WouldBlock {
+                    spins += 1;
+                    std::thread::sleep(std::time::Duration::from_micros(200));
+                }
+                assert!(spins > 0);
+                r.join().unwrap()
+            });
+            assert_eq!(got.len(), 400);
+            for (i, (m, (payload, ids))) in got.iter().zip(&want).enumerate() {
+                assert_eq!(&m.data, payload, "payload {i}");
+                assert_eq!(
+                    &m.fds.iter().map(fd_inode).collect::<Vec<_>>(),
+                    ids,
+                    "fds {i}"
+                );
+            }
+        }
+        assert_eq!(open_fd_count(), base);
+    }
+
+    #[test]
+    fn rest_of_a_direct_send_goes_without_fds() {
+        let (a, b) = socketpair(SocketKind::Stream, PairOptions::default()).unwrap();
+        let mut q = WriteQueue::new();
+        let payload = b"0123456789";
+        // Pretend the header and 4 payload bytes (and the fds) went directly.
+        let h = FrameHeader::new(10, 0);
+        send_with_fds(
+            a.as_fd(),
+            &[IoSlice::new(&h.encode()), IoSlice::new(&payload[..4])],
+            &[],
+        )
+        .unwrap();
+        q.push_rest(h, payload, HEADER_LEN + 4);
+        assert_eq!(q.queued_bytes(), 6);
+        assert_eq!(q.flush(a.as_fd()).unwrap(), Flush::Done);
+        let got = read_all(b.as_fd(), 1);
+        assert_eq!(got[0].data, payload);
+    }
+}
