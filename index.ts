@@ -192,6 +192,22 @@ export function peerCredentials(fd: number): Credentials {
   return { pid: c.pid ?? null, uid: c.uid, gid: c.gid }
 }
 
+/**
+ * Closes descriptors — typically the `fds` of a received message. Every one is closed;
+ * the first failure (`EBADF` for one that was not open) is thrown afterwards. Unlike
+ * `fs.closeSync`, it does not make a worker thread warn about descriptors it did not
+ * open itself.
+ *
+ * ```ts
+ * channel.on('message', (m) => { use(m.fds); closeFds(m.fds) })
+ * ```
+ */
+export function closeFds(fds: Iterable<number>): void {
+  const list = Array.from(fds)
+  list.forEach((fd, i) => checkFd(fd, `fds[${i}]`))
+  native.closeFds(list)
+}
+
 // ---------------------------------------------------------------------------------------
 // Channel: framed messages with descriptors, on Node's event loop.
 
@@ -808,12 +824,10 @@ function resolvePassables(fds: readonly Passable[] | undefined): number[] {
 }
 
 function closeQuietly(fds: readonly number[]): void {
-  for (const fd of fds) {
-    try {
-      fs.closeSync(fd)
-    } catch {
-      // already closed by its owner
-    }
+  try {
+    native.closeFds(fds.slice())
+  } catch {
+    // already closed by its owner
   }
 }
 

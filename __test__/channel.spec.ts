@@ -422,6 +422,7 @@ leakFree('fromParent without a parent channel is ERR_NO_PARENT_CHANNEL', (t) => 
 leakFree('spawn(): the child finds its channel, the parent copy is closed, nothing leaks to other children', async (t) => {
   const first = spawn(process.execPath, [fixture('channel-child.js'), 'report'], { stdio: 'inherit' })
   const second = spawn(process.execPath, [fixture('channel-child.js'), 'report'], { stdio: 'inherit' })
+  const exits = Promise.all([once(first.child, 'exit'), once(second.child, 'exit')])
   const [r1, r2] = await Promise.all([collect(first.channel, 1), collect(second.channel, 1)])
   const report1 = JSON.parse(r1[0]!.data.toString())
   const report2 = JSON.parse(r2[0]!.data.toString())
@@ -435,11 +436,12 @@ leakFree('spawn(): the child finds its channel, the parent copy is closed, nothi
   t.false(Object.values(report1.fds as Record<string, string>).includes(identity(second.channel.fd)))
   first.channel.close()
   second.channel.close()
-  await Promise.all([once(first.child, 'exit'), once(second.child, 'exit')])
+  await exits
 })
 
 leakFree('spawn(): a child sums numbers from files whose descriptors it receives', async (t) => {
   const { child, channel } = spawn(process.execPath, [fixture('channel-child.js'), 'sum'], { stdio: 'inherit' })
+  const exited = once(child, 'exit')
   const files = [tempFile('40'), tempFile('2'), tempFile('100')]
   channel.send('numbers', { fds: files.map((f) => f.fd) })
   channel.send('more', { fds: [files[2]!.fd] })
@@ -447,16 +449,17 @@ leakFree('spawn(): a child sums numbers from files whose descriptors it receives
   const [reply] = await collect(channel, 1)
   t.is(reply!.data.toString(), '242')
   await closing(channel)
-  const [code] = await once(child, 'exit')
+  const [code] = await exited
   t.is(code, 0)
   closeAll(files.map((f) => f.fd))
 })
 
 leakFree('16 children, each on its own channel, 10,000 messages each: no crosstalk', async (t) => {
-  const children = Array.from({ length: 16 }, (_, id) => ({
-    id,
-    ...spawn(process.execPath, [fixture('channel-child.js'), 'tagged', `c${id}`], { stdio: 'inherit' }),
-  }))
+  const children = Array.from({ length: 16 }, (_, id) => {
+    const spawned = spawn(process.execPath, [fixture('channel-child.js'), 'tagged', `c${id}`], { stdio: 'inherit' })
+    // Listen for the exit now: a child that finishes early may be gone before the others.
+    return { id, ...spawned, exited: once(spawned.child, 'exit') }
+  })
   const PER_CHILD = 10_000
   const results = await Promise.all(
     children.map(async ({ id, channel }) => {
@@ -473,11 +476,12 @@ leakFree('16 children, each on its own channel, 10,000 messages each: no crossta
     results,
     children.map(() => PER_CHILD),
   )
-  await Promise.all(children.map((c) => once(c.child, 'exit')))
+  await Promise.all(children.map((c) => c.exited))
 })
 
 leakFree('a python3 peer speaks PROTOCOL.md with a stream channel', async (t) => {
   const { child, channel } = spawn('python3', [fixture('peer.py')], { stdio: ['ignore', 'inherit', 'inherit'] })
+  const exited = once(child, 'exit')
   // peer.py reads its socket from descriptor 3, which is where spawn() put it.
   const files = [tempFile('alpha'), tempFile('beta')]
   channel.send(JSON.stringify({ op: 'read' }), { fds: files.map((f) => f.fd) })
@@ -489,7 +493,7 @@ leakFree('a python3 peer speaks PROTOCOL.md with a stream channel', async (t) =>
   t.deepEqual(second!.fds.map(readThrough), ['python file b0', 'python file b1'])
   closeAll([...gave!.fds, ...second!.fds])
   channel.end()
-  const [code] = await once(child, 'exit')
+  const [code] = await exited
   t.is(code, 0)
   await closing(channel)
   closeAll(files.map((f) => f.fd))

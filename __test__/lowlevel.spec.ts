@@ -5,7 +5,7 @@
 import test from 'ava'
 import fs from 'node:fs'
 
-import { MAX_FDS_PER_MESSAGE, peerCredentials, recvmsg, sendmsg, socketpair, type SocketType } from '..'
+import { closeFds, MAX_FDS_PER_MESSAGE, peerCredentials, recvmsg, sendmsg, socketpair, type SocketType } from '..'
 import { leakChecked, closeAll, identity, isCloexec, readThrough, tempFile } from './helpers'
 
 const leakFree = leakChecked(test)
@@ -237,4 +237,15 @@ leakFree('large receives (over 1 MiB) keep their own buffer', (t) => {
   t.is(m.data.length, payload.length)
   t.true(m.data.equals(payload))
   closeAll([a, b])
+})
+
+leakFree('closeFds closes every descriptor and reports the first that was not open', (t) => {
+  const [a, b] = socketpair()
+  const file = tempFile('')
+  closeFds([a, b])
+  t.is(codeOf(() => fs.fstatSync(a)), 'EBADF')
+  const err = t.throws(() => closeFds([a, file.fd])) as NodeJS.ErrnoException
+  t.is(err.code, 'EBADF')
+  t.is(codeOf(() => fs.fstatSync(file.fd)), 'EBADF', 'the valid one was still closed')
+  t.is(codeOf(() => closeFds([-1])), 'ERR_OUT_OF_RANGE')
 })

@@ -120,3 +120,27 @@ pub fn peer_credentials(env: Env, fd: i32) -> napi::Result<Credentials> {
         gid: c.gid,
     })
 }
+
+/// close(2) on each descriptor; every one is attempted, the first failure is thrown.
+#[napi]
+pub fn close_fds(env: Env, fds: Vec<i32>) -> napi::Result<()> {
+    let mut first_error = None;
+    for fd in fds {
+        if fd < 0 {
+            first_error.get_or_insert(Error::InvalidArgument(format!(
+                "descriptors must be non-negative integers, got {fd}"
+            )));
+            continue;
+        }
+        if let Err(e) = nix::unistd::close(fd) {
+            // EINTR still closed the descriptor on Linux and the BSDs: never retry.
+            if e != nix::errno::Errno::EINTR {
+                first_error.get_or_insert(Error::os("close", e));
+            }
+        }
+    }
+    match first_error {
+        Some(e) => Err(throw(&env, e)),
+        None => Ok(()),
+    }
+}
