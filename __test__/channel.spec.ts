@@ -498,3 +498,24 @@ leakFree('a python3 peer speaks PROTOCOL.md with a stream channel', async (t) =>
   await closing(channel)
   closeAll(files.map((f) => f.fd))
 })
+
+leakFree('pitfall 17: a peer killed with SIGKILL in the middle of a frame — ERR_PROTOCOL, then close', async (t) => {
+  // The peer writes a header promising 1000 bytes and 10 of them (with a descriptor),
+  // says so on stdout, and waits to be killed.
+  const script = [
+    'import os, socket, struct, sys, time',
+    "s = socket.socket(fileno=int(os.environ['SOCKETPAIR_FD']))",
+    "socket.send_fds(s, [struct.pack('<IHBB', 1000, 1, 1, 0) + b'x' * 10], [0])",
+    "sys.stdout.write('sent\\n'); sys.stdout.flush()",
+    'time.sleep(60)',
+  ].join('\n')
+  const { child, channel } = spawn('python3', ['-c', script], { stdio: ['ignore', 'pipe', 'inherit'] })
+  const exited = once(child, 'exit')
+  const events = eventsUntilClose(channel)
+  await once(child.stdout!, 'data')
+  child.kill('SIGKILL')
+  const [, signal] = await exited
+  t.is(signal, 'SIGKILL')
+  const seen = await events
+  t.deepEqual(seen, ['error:ERR_PROTOCOL', 'close'])
+})
