@@ -268,6 +268,13 @@ const EVENT_FINISH = 5
 /** Errors from a send that mean the connection itself is gone: reported as events. */
 const FATAL_SEND_CODES = new Set(['EPIPE', 'ECONNRESET', 'ENOTCONN', 'ECONNREFUSED', 'ESHUTDOWN'])
 
+/**
+ * Descriptors queued (as duplicates) at which `send()` returns false, whatever the
+ * byte count: a queue of small messages with many descriptors must not run the process
+ * out of descriptors.
+ */
+const FDS_HIGH_WATER = 1024
+
 /** Messages an async iterator buffers before it pauses reading. */
 const ITERATOR_HIGH_WATER = 1024
 
@@ -425,7 +432,8 @@ export class Channel extends EventEmitter implements AsyncIterable<Message> {
 
   /**
    * Sends one message, with descriptors. Returns `false` when the queue has reached
-   * `highWaterMark`: wait for `'drain'` before sending more. Messages arrive whole, in
+   * `highWaterMark` bytes or holds 1024 descriptors: wait for `'drain'` before sending
+   * more. Messages arrive whole, in
    * order, each with exactly its descriptors.
    *
    * The caller keeps its descriptors and may close them as soon as `send()` returns (a
@@ -456,7 +464,8 @@ export class Channel extends EventEmitter implements AsyncIterable<Message> {
       return false
     }
     if (queued > 0) this.#scheduleFlush()
-    if (queued >= this.#highWaterMark && queued > 0) {
+    const overWater = queued >= this.#highWaterMark || (fds.length > 0 && nat.queuedFds >= FDS_HIGH_WATER)
+    if (overWater && queued > 0) {
       this.#needDrain = true
       return false
     }

@@ -12,7 +12,7 @@ use nix::sys::socket::{shutdown, Shutdown};
 
 use crate::error::{Error, Result};
 use crate::frame::{FrameDecoder, FrameHeader, Message, HEADER_LEN};
-use crate::msg::{recv_with_fds, send_with_fds, MAX_FDS_PER_MESSAGE};
+use crate::msg::{recv_into_spare, recv_with_fds, send_with_fds, MAX_FDS_PER_MESSAGE};
 use crate::socket::{self, SocketKind};
 use crate::write_queue::{dup_for_queue, Flush, WriteQueue};
 
@@ -25,6 +25,9 @@ pub const DIRECT_WRITE_BYTES: usize = 32 << 10;
 
 /// Bytes read per recvmsg on a stream channel.
 const STREAM_READ_BYTES: usize = 256 << 10;
+
+/// A payload still missing at least this much is received into its own buffer.
+const DIRECT_READ_BYTES: usize = 64 << 10;
 
 /// The largest record a record channel receives (records are bounded by the socket
 /// buffers anyway: about 208 KiB by default on Linux). The buffer is only touched as
@@ -97,6 +100,11 @@ impl ChannelCore {
     /// Bytes queued and not yet written.
     pub fn queued_bytes(&self) -> usize {
         self.writer.queued_bytes()
+    }
+
+    /// Descriptors held open by queued messages.
+    pub fn queued_fds(&self) -> usize {
+        self.writer.queued_fds()
     }
 
     /// True while frames wait to be written (poll for writable).
@@ -210,12 +218,35 @@ impl ChannelCore {
         }
         for _ in 0..max_reads {
             let mut fds = Vec::new();
-            let r = match recv_with_fds(
-                self.fd.as_fd(),
-                &mut self.read_buf,
-                MAX_FDS_PER_MESSAGE,
-                &mut fds,
-            ) {
+            // A large payload in progress is received straight into its own buffer.
+            let mut asked = self.read_buf.len();
+            let direct = match self.decoder.payload_buffer() {
+                Some((data, missing)) if missing >= DIRECT_READ_BYTES => {
+                    if data.capacity() - data.len() < DIRECT_READ_BYTES {
+                        data.reserve(missing.min(STREAM_READ_BYTES * 4));
+                    }
+                    asked = (data.capacity() - data.len()).min(missing);
+                    Some(recv_into_spare(
+                        self.fd.as_fd(),
+                        data,
+                        missing,
+                        MAX_FDS_PER_MESSAGE,
+                        &mut fds,
+                    ))
+                }
+                _ => None,
+            };
+            let is_direct = direct.is_some();
+            let received = match direct {
+                Some(r) => r,
+                None => recv_with_fds(
+                    self.fd.as_fd(),
+                    &mut self.read_buf,
+                    MAX_FDS_PER_MESSAGE,
+                    &mut fds,
+                ),
+            };
+            let r = match received {
                 Ok(r) => r,
                 Err(e) if e.errno() == Some(Errno::EAGAIN) => return Ok(ReadStatus::Drained),
                 Err(e) => {
@@ -228,7 +259,16 @@ impl ChannelCore {
                 self.decoder.finish()?;
                 return Ok(ReadStatus::Eof);
             }
-            self.decoder.push(&self.read_buf[..r.bytes], fds, out)?;
+            if is_direct {
+                self.decoder.payload_received(fds, out)?;
+            } else {
+                self.decoder.push(&self.read_buf[..r.bytes], fds, out)?;
+            }
+            if r.bytes < asked {
+                // A short read means the socket is drained (as libuv's own reads assume);
+                // level-triggered polling wakes us again when more arrives.
+                return Ok(ReadStatus::Drained);
+            }
         }
         Ok(ReadStatus::Budget)
     }

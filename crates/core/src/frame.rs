@@ -36,6 +36,11 @@ pub const HEADER_LEN: usize = 8;
 pub const VERSION: u8 = 1;
 /// The largest payload the format can describe (u32).
 pub const MAX_PAYLOAD: usize = u32::MAX as usize;
+/// Payloads up to this size get their whole buffer as soon as their header arrives
+/// (address space only: pages are committed as the bytes come), so that a large
+/// message is received without the buffer being regrown and copied. Larger payloads
+/// grow with the bytes that actually arrive.
+pub const PREALLOC_LIMIT: usize = 8 << 20;
 
 /// A frame header.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -232,19 +237,63 @@ impl FrameDecoder {
         if self.failed {
             return Err(Error::Protocol("the stream already failed".into()));
         }
-        let new_batch = !fds.is_empty();
-        if new_batch {
-            if bytes.is_empty() {
-                drop(fds);
-                return self.fail("descriptors arrived without any data".into());
-            }
-            self.batch += 1;
-            self.fds.push_batch(self.batch, fds);
-        }
+        let new_batch = self.take_batch(fds, !bytes.is_empty())?;
         if let Err(e) = self.decode(bytes, out) {
             self.reset();
             return Err(e);
         }
+        self.check_stale(new_batch)
+    }
+
+    /// While a payload is being received: the buffer it accumulates in, and how many
+    /// bytes are still missing. Receive into its spare capacity (at most that many
+    /// bytes), then call [`payload_received`](Self::payload_received).
+    pub fn payload_buffer(&mut self) -> Option<(&mut Vec<u8>, usize)> {
+        match &mut self.state {
+            State::Payload { len, data, .. } if !self.failed => {
+                let missing = *len - data.len();
+                Some((data, missing))
+            }
+            _ => None,
+        }
+    }
+
+    /// After bytes were appended to [`payload_buffer`](Self::payload_buffer) by a
+    /// receive that also brought `fds`: completes the message if it is whole.
+    pub fn payload_received(&mut self, fds: Vec<OwnedFd>, out: &mut Vec<Message>) -> Result<()> {
+        if self.failed {
+            return Err(Error::Protocol("the stream already failed".into()));
+        }
+        let new_batch = self.take_batch(fds, true)?;
+        if let State::Payload { len, data, .. } = &self.state {
+            if data.len() == *len {
+                if let State::Payload { data, fds, .. } =
+                    std::mem::replace(&mut self.state, State::start())
+                {
+                    out.push(Message { data, fds });
+                }
+            }
+        }
+        self.check_stale(new_batch)
+    }
+
+    /// Queues a receive's descriptors as a new batch; true if there were any.
+    fn take_batch(&mut self, fds: Vec<OwnedFd>, with_bytes: bool) -> Result<bool> {
+        if fds.is_empty() {
+            return Ok(false);
+        }
+        if !with_bytes {
+            drop(fds);
+            return self
+                .fail("descriptors arrived without any data".into())
+                .map(|_| false);
+        }
+        self.batch += 1;
+        self.fds.push_batch(self.batch, fds);
+        Ok(true)
+    }
+
+    fn check_stale(&mut self, new_batch: bool) -> Result<()> {
         // A sender attaches descriptors only to a send that begins at a frame boundary,
         // and the kernel hands them over no later than that send's first byte; so once a
         // new batch has been decoded, every older one must have been claimed.
@@ -303,8 +352,9 @@ impl FrameDecoder {
                             });
                             self.state = State::start();
                         } else {
-                            // Allocate for what has arrived, not for what the header claims.
-                            let data = Vec::with_capacity(len.min(input.len()));
+                            // Address space for the whole payload up to PREALLOC_LIMIT;
+                            // beyond that, growth follows the bytes that arrive.
+                            let data = Vec::with_capacity(len.min(PREALLOC_LIMIT.max(input.len())));
                             self.state = State::Payload { len, data, fds };
                         }
                     }
@@ -455,7 +505,7 @@ mod tests {
         w.extend_from_slice(b"abc");
         d.push(&w, Vec::new(), &mut out).unwrap();
         match &d.state {
-            State::Payload { data, .. } => assert!(data.capacity() < 1024),
+            State::Payload { data, .. } => assert!(data.capacity() <= PREALLOC_LIMIT),
             other => panic!("unexpected state {other:?}"),
         }
     }

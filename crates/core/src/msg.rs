@@ -109,19 +109,56 @@ pub fn recv_vectored_with_fds(
     max_fds: usize,
     fds_out: &mut Vec<OwnedFd>,
 ) -> Result<Received> {
+    // SAFETY: IoSliceMut is guaranteed ABI-compatible with iovec on Unix, and each one
+    // describes memory we may write.
+    unsafe { recv_iovecs(fd, bufs.as_mut_ptr().cast(), bufs.len(), max_fds, fds_out) }
+}
+
+/// [`recv_with_fds`] into the spare capacity of `vec` (at most `max_bytes` of it): the
+/// bytes received are appended without the buffer being initialised first. Used to
+/// receive a large payload straight into its own buffer.
+pub fn recv_into_spare(
+    fd: BorrowedFd<'_>,
+    vec: &mut Vec<u8>,
+    max_bytes: usize,
+    max_fds: usize,
+    fds_out: &mut Vec<OwnedFd>,
+) -> Result<Received> {
+    let spare = vec.spare_capacity_mut();
+    let len = spare.len().min(max_bytes);
+    let mut iov = libc::iovec {
+        iov_base: spare.as_mut_ptr().cast(),
+        iov_len: len,
+    };
+    // SAFETY: the iovec covers `len` bytes of the vector's spare capacity, which we may
+    // write; the kernel writes at most that many.
+    let r = unsafe { recv_iovecs(fd, &mut iov, 1, max_fds, fds_out)? };
+    // SAFETY: the kernel initialised r.bytes <= len bytes right after the current length.
+    unsafe { vec.set_len(vec.len() + r.bytes) };
+    Ok(r)
+}
+
+/// # Safety
+/// `iov` must point at `iovcnt` iovecs, each describing writable memory.
+unsafe fn recv_iovecs(
+    fd: BorrowedFd<'_>,
+    iov: *mut libc::iovec,
+    iovcnt: usize,
+    max_fds: usize,
+    fds_out: &mut Vec<OwnedFd>,
+) -> Result<Received> {
     let max_fds = max_fds.min(MAX_FDS_PER_MESSAGE);
     let mut control = ControlBuffer::for_fds(max_fds);
     // SAFETY: msghdr is a plain C struct; all-zero is a valid empty value.
     let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
-    // IoSliceMut is guaranteed ABI-compatible with iovec on Unix.
-    msg.msg_iov = bufs.as_mut_ptr().cast();
-    msg.msg_iovlen = bufs.len() as _;
+    msg.msg_iov = iov;
+    msg.msg_iovlen = iovcnt as _;
     if max_fds > 0 {
         msg.msg_control = control.as_mut_ptr();
         msg.msg_controllen = control.len() as _;
     }
     let n = loop {
-        // SAFETY: msg points at live buffers (bufs and control) whose lengths it states;
+        // SAFETY: msg points at live buffers (iov and control) whose lengths it states;
         // the kernel writes only within them.
         let rc = unsafe { libc::recvmsg(fd.as_raw_fd(), &mut msg, recv_flags()) };
         if rc >= 0 {

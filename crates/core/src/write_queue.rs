@@ -45,6 +45,8 @@ pub struct WriteQueue {
     front_start: usize,
     /// Record socket (seqpacket/dgram): one frame per sendmsg, never coalesced.
     record: bool,
+    /// Descriptors held by queued frames (duplicates, closed when the frame is written).
+    held_fds: usize,
 }
 
 impl WriteQueue {
@@ -70,6 +72,11 @@ impl WriteQueue {
         self.frames.is_empty()
     }
 
+    /// Descriptors the queue holds open for frames not yet written.
+    pub fn queued_fds(&self) -> usize {
+        self.held_fds
+    }
+
     /// Number of queued frames (including a partially written one).
     pub fn len(&self) -> usize {
         self.frames.len()
@@ -82,6 +89,7 @@ impl WriteQueue {
         self.buf.reserve(HEADER_LEN + payload.len());
         self.buf.extend_from_slice(&header.encode());
         self.buf.extend_from_slice(payload);
+        self.held_fds += fds.len();
         self.frames.push_back(Queued {
             end: self.buf.len(),
             fds,
@@ -176,6 +184,7 @@ impl WriteQueue {
                 break;
             }
             self.front_start = front.end;
+            self.held_fds -= front.fds.len();
             self.frames.pop_front(); // closes our duplicates of its descriptors
         }
     }

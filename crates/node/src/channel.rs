@@ -54,6 +54,10 @@ struct Shared {
     teardown: bool,
     closed: bool,
     finish_reported: bool,
+    /// The last flush stopped at EAGAIN: poll for writable until a flush completes.
+    /// (Sends are flushed from JS at the end of the turn; watching for writable only
+    /// when the socket is actually full saves two epoll_ctl calls per send.)
+    write_blocked: bool,
 }
 
 type SharedRef = Rc<RefCell<Shared>>;
@@ -66,7 +70,7 @@ impl Shared {
         if self.reading && !core.read_done() {
             events |= UV_READABLE;
         }
-        if core.wants_write() {
+        if self.write_blocked && core.wants_write() {
             events |= UV_WRITABLE;
         }
         if events != self.events {
@@ -128,6 +132,7 @@ impl NativeChannel {
             teardown: false,
             closed: false,
             finish_reported: false,
+            write_blocked: false,
         }));
         let this = NativeChannel { shared };
         if let Err(e) = this.start(raw_env) {
@@ -198,19 +203,33 @@ impl NativeChannel {
     /// Writes what is queued; returns the bytes still queued.
     #[napi]
     pub fn flush(&self, env: Env) -> napi::Result<f64> {
-        self.with_core(&env, |core| {
-            core.flush()?;
-            Ok(core.queued_bytes() as f64)
-        })
+        self.with_flush(&env, ChannelCore::flush)
     }
 
     /// Half-close after the queued writes; returns the bytes still queued.
     #[napi]
     pub fn end(&self, env: Env) -> napi::Result<f64> {
-        self.with_core(&env, |core| {
-            core.end()?;
-            Ok(core.queued_bytes() as f64)
-        })
+        self.with_flush(&env, ChannelCore::end)
+    }
+
+    /// Runs a flushing operation and records whether the socket was full.
+    fn with_flush(
+        &self,
+        env: &Env,
+        op: fn(&mut ChannelCore) -> Result<Flush, Error>,
+    ) -> napi::Result<f64> {
+        let mut s = self
+            .shared
+            .try_borrow_mut()
+            .map_err(|_| throw(env, busy()))?;
+        let result = s
+            .core()
+            .and_then(|core| Ok((op(core)?, core.queued_bytes() as f64)));
+        if let Ok((status, _)) = &result {
+            s.write_blocked = *status == Flush::WouldBlock;
+        }
+        s.update_poll();
+        result.map(|(_, queued)| queued).map_err(|e| throw(env, e))
     }
 
     /// True once `end()` has taken effect: everything written and the sending side shut.
@@ -232,6 +251,15 @@ impl NativeChannel {
             .try_borrow()
             .ok()
             .and_then(|s| s.core.as_ref().map(|c| c.queued_bytes() as f64))
+            .unwrap_or(0.0)
+    }
+
+    #[napi(getter)]
+    pub fn queued_fds(&self) -> f64 {
+        self.shared
+            .try_borrow()
+            .ok()
+            .and_then(|s| s.core.as_ref().map(|c| c.queued_fds() as f64))
             .unwrap_or(0.0)
     }
 
@@ -459,6 +487,9 @@ fn dispatch(shared: &SharedRef, env: sys::napi_env, status: c_int, events: c_int
                 return;
             };
             let result = s.core().and_then(|c| Ok((c.flush()?, c.write_done())));
+            if let Ok((status, _)) = &result {
+                s.write_blocked = *status == Flush::WouldBlock;
+            }
             s.update_poll();
             let report_finish = matches!(result, Ok((_, true))) && !s.finish_reported;
             if report_finish {
