@@ -148,7 +148,13 @@ async function main() {
   const seconds = Number(process.hrtime.bigint() - start) / 1e9
   close()
   await exited
-  finish({ ok: ok && result.ok && result.count === count, count, seconds })
+  finish({
+    ok: ok && result.ok && result.count === count,
+    count,
+    seconds,
+    senderMaxRssKiB: process.resourceUsage().maxRSS,
+    receiverMaxRssKiB: result.maxRssKiB,
+  })
 }
 
 main().catch((err) => {

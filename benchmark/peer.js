@@ -14,7 +14,7 @@ let seq = 0
 let ok = true
 
 function done() {
-  process.stdout.write(JSON.stringify({ ok, count: seq }) + '\n')
+  process.stdout.write(JSON.stringify({ ok, count: seq, maxRssKiB: process.resourceUsage().maxRSS }) + '\n')
 }
 
 /** Verifies one received message (and its descriptors, then closes them). */

@@ -16,11 +16,13 @@ const RUNS = Number(process.env.BENCH_RUNS || 3)
 const SCALE = process.env.BENCH_QUICK ? 0.1 : 1
 const MiB = 1024 * 1024
 
+// Enough messages that every case runs for a good fraction of a second: short runs are
+// at the mercy of a shared machine's scheduling.
 const SIZES = [
-  { size: 64, count: 200_000 },
-  { size: 4096, count: 50_000 },
-  { size: 65536, count: 5_000 },
-  { size: MiB, count: 300 },
+  { size: 64, count: 400_000 },
+  { size: 4096, count: 100_000 },
+  { size: 65536, count: 20_000 },
+  { size: MiB, count: 1_000 },
 ]
 const ONEWAY_IMPLS = ['raw', 'net', 'fork-json', 'fork-advanced', 'channel', 'channel-seqpacket']
 const PINNED = hasTaskset()

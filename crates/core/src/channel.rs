@@ -219,13 +219,11 @@ impl ChannelCore {
         for _ in 0..max_reads {
             let mut fds = Vec::new();
             // A large payload in progress is received straight into its own buffer.
-            let mut asked = self.read_buf.len();
             let direct = match self.decoder.payload_buffer() {
                 Some((data, missing)) if missing >= DIRECT_READ_BYTES => {
                     if data.capacity() - data.len() < DIRECT_READ_BYTES {
                         data.reserve(missing.min(STREAM_READ_BYTES * 4));
                     }
-                    asked = (data.capacity() - data.len()).min(missing);
                     Some(recv_into_spare(
                         self.fd.as_fd(),
                         data,
@@ -263,11 +261,6 @@ impl ChannelCore {
                 self.decoder.payload_received(fds, out)?;
             } else {
                 self.decoder.push(&self.read_buf[..r.bytes], fds, out)?;
-            }
-            if r.bytes < asked {
-                // A short read means the socket is drained (as libuv's own reads assume);
-                // level-triggered polling wakes us again when more arrives.
-                return Ok(ReadStatus::Drained);
             }
         }
         Ok(ReadStatus::Budget)
