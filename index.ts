@@ -658,7 +658,7 @@ export class Channel extends EventEmitter implements AsyncIterable<Message> {
   }
 
   #checkFinished(): void {
-    if (!this.#finished && this.#native?.finished) {
+    if (this.#ending && !this.#finished && this.#native?.finished) {
       this.#finished = true
       this.#maybeClose()
     }
@@ -680,7 +680,8 @@ export class Channel extends EventEmitter implements AsyncIterable<Message> {
   #onEvent(kind: number, a: unknown, b: unknown, c: unknown): void {
     switch (kind) {
       case EVENT_MESSAGES:
-        this.#deliver(a as Buffer, b as Buffer, c as number)
+        if (b === null) this.#deliverOne(a as Buffer)
+        else this.#deliver(a as Buffer, b as Buffer, c as number)
         break
       case EVENT_DRAIN:
         this.#drained()
@@ -701,6 +702,12 @@ export class Channel extends EventEmitter implements AsyncIterable<Message> {
         this.#checkFinished()
         break
     }
+  }
+
+  /** Emits a batch of one message without descriptors. */
+  #deliverOne(data: Buffer): void {
+    if (this.#closed || this.listenerCount('message') === 0) return
+    this.emit('message', { data, fds: [] })
   }
 
   /** Emits a native batch: payloads back to back in `data`, and the Uint32 `table`. */

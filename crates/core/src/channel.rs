@@ -257,10 +257,18 @@ impl ChannelCore {
                 self.decoder.finish()?;
                 return Ok(ReadStatus::Eof);
             }
+            let before = out.len();
             if is_direct {
                 self.decoder.payload_received(fds, out)?;
             } else {
                 self.decoder.push(&self.read_buf[..r.bytes], fds, out)?;
+                // One lone message from a short read is the request/response pattern:
+                // deliver it now rather than spend a recvmsg on learning the socket is
+                // empty (level-triggered polling wakes us if more has come). Streams of
+                // messages keep reading until EAGAIN, for bigger batches.
+                if r.bytes < self.read_buf.len() && before == 0 && out.len() == 1 {
+                    return Ok(ReadStatus::Drained);
+                }
             }
         }
         Ok(ReadStatus::Budget)

@@ -561,6 +561,12 @@ fn stop_and_report(shared: &SharedRef, env: sys::napi_env, e: Error) {
 /// message its length and descriptor count, then all the descriptors in order), and the
 /// number of messages.
 fn emit_messages(shared: &SharedRef, env: sys::napi_env, messages: Vec<Message>) -> bool {
+    if let [only] = messages.as_slice() {
+        if only.fds.is_empty() {
+            // The common request/response case: no table, just the payload.
+            return emit_single(shared, env, &only.data);
+        }
+    }
     let total: usize = messages.iter().map(|m| m.data.len()).sum();
     let mut table: Vec<u32> = Vec::with_capacity(messages.len() * 2);
     let mut fds: Vec<OwnedFd> = Vec::new();
@@ -631,6 +637,37 @@ fn emit_messages(shared: &SharedRef, env: sys::napi_env, messages: Vec<Message>)
         EVENT_MESSAGES,
         &[data, table_value, count_value],
     )
+}
+
+/// One message without descriptors: `(EVENT_MESSAGES, data, null, 1)`.
+fn emit_single(shared: &SharedRef, env: sys::napi_env, payload: &[u8]) -> bool {
+    let mut data_ptr: *mut c_void = ptr::null_mut();
+    let mut data: sys::napi_value = ptr::null_mut();
+    let mut null: sys::napi_value = ptr::null_mut();
+    // SAFETY: env is live on this thread; out-pointers are valid; the copy is
+    // Node-allocated memory.
+    let ok = unsafe {
+        sys::napi_create_buffer_copy(
+            env,
+            payload.len(),
+            payload.as_ptr().cast(),
+            &mut data_ptr,
+            &mut data,
+        ) == sys::Status::napi_ok
+            && sys::napi_get_null(env, &mut null) == sys::Status::napi_ok
+    };
+    if !ok {
+        stop_and_report(
+            shared,
+            env,
+            Error::os("napi_create_buffer_copy", Errno::ENOMEM),
+        );
+        return false;
+    }
+    let Some(one) = u32_value(env, 1) else {
+        return false;
+    };
+    emit(shared, env, EVENT_MESSAGES, &[data, null, one])
 }
 
 /// Calls the JS callback with `(kind, ...args)` inside a callback scope. Returns false
