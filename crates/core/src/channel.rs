@@ -122,10 +122,6 @@ impl ChannelCore {
         self.write_shut
     }
 
-    pub fn end_requested(&self) -> bool {
-        self.end_requested
-    }
-
     /// Sends one message: written at once when that is cheap and nothing is queued,
     /// otherwise queued (a copy of the payload, duplicates of the descriptors) for
     /// [`flush`](Self::flush). Limits are checked first, so a message that is refused is

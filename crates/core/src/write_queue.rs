@@ -77,11 +77,6 @@ impl WriteQueue {
         self.held_fds
     }
 
-    /// Number of queued frames (including a partially written one).
-    pub fn len(&self) -> usize {
-        self.frames.len()
-    }
-
     /// Appends a frame: header and a copy of `payload`; the queue owns `fds` (duplicates
     /// of the caller's, so the caller may close its own right away).
     pub fn push(&mut self, header: FrameHeader, payload: &[u8], fds: Vec<OwnedFd>) {
@@ -137,8 +132,8 @@ impl WriteQueue {
         Ok(Flush::Done)
     }
 
-    /// The end offset of the next sendmsg and the descriptors it carries (cloned handles
-    /// of the queue's own: the queue keeps ownership until the frame is written).
+    /// The end offset of the next sendmsg and the descriptors it carries (borrowed from
+    /// the queue, which keeps ownership until the frame is written).
     fn next_batch(&self) -> (usize, Vec<BorrowedFd<'_>>) {
         let at_boundary = self.sent == self.front_start;
         let mut fds = Vec::new();
