@@ -53,7 +53,6 @@ struct Shared {
     /// handle has finished closing.
     teardown: bool,
     closed: bool,
-    finish_reported: bool,
     /// The last flush stopped at EAGAIN: poll for writable until a flush completes.
     /// (Sends are flushed from JS at the end of the turn; watching for writable only
     /// when the socket is actually full saves two epoll_ctl calls per send.)
@@ -79,6 +78,25 @@ impl Shared {
             }
             self.events = events;
         }
+    }
+
+    /// Runs a flushing operation (`flush` or `end`), remembers whether the socket was
+    /// full, and updates the poll mask. Returns the flush status and whether this call is
+    /// the one that finished the sending side (everything written and shut down).
+    fn flush_with(
+        &mut self,
+        op: fn(&mut ChannelCore) -> Result<Flush, Error>,
+    ) -> Result<(Flush, bool), Error> {
+        let result = self.core().and_then(|core| {
+            let was_done = core.write_done();
+            let status = op(core)?;
+            Ok((status, !was_done && core.write_done()))
+        });
+        if let Ok((status, _)) = &result {
+            self.write_blocked = *status == Flush::WouldBlock;
+        }
+        self.update_poll();
+        result
     }
 
     fn core(&mut self) -> Result<&mut ChannelCore, Error> {
@@ -131,7 +149,6 @@ impl NativeChannel {
             cleanup: ptr::null_mut(),
             teardown: false,
             closed: false,
-            finish_reported: false,
             write_blocked: false,
         }));
         let this = NativeChannel { shared };
@@ -212,7 +229,7 @@ impl NativeChannel {
         self.with_flush(&env, ChannelCore::end)
     }
 
-    /// Runs a flushing operation and records whether the socket was full.
+    /// Runs `flush` or `end` for JS; returns the bytes still queued.
     fn with_flush(
         &self,
         env: &Env,
@@ -222,27 +239,16 @@ impl NativeChannel {
             .shared
             .try_borrow_mut()
             .map_err(|_| throw(env, busy()))?;
-        let result = s
-            .core()
-            .and_then(|core| Ok((op(core)?, core.queued_bytes() as f64)));
-        if let Ok((status, _)) = &result {
-            s.write_blocked = *status == Flush::WouldBlock;
-        }
-        s.update_poll();
-        result.map(|(_, queued)| queued).map_err(|e| throw(env, e))
+        s.flush_with(op).map_err(|e| throw(env, e))?;
+        Ok(s.core.as_ref().map_or(0.0, |c| c.queued_bytes() as f64))
     }
 
     /// True once `end()` has taken effect: everything written and the sending side shut.
     #[napi(getter)]
     pub fn finished(&self) -> bool {
-        let Ok(mut s) = self.shared.try_borrow_mut() else {
-            return false;
-        };
-        let done = s.core.as_ref().is_some_and(|c| c.write_done());
-        if done {
-            s.finish_reported = true;
-        }
-        done
+        self.shared
+            .try_borrow()
+            .is_ok_and(|s| s.core.as_ref().is_some_and(|c| c.write_done()))
     }
 
     #[napi(getter)]
@@ -486,16 +492,7 @@ fn dispatch(shared: &SharedRef, env: sys::napi_env, status: c_int, events: c_int
             let Ok(mut s) = shared.try_borrow_mut() else {
                 return;
             };
-            let result = s.core().and_then(|c| Ok((c.flush()?, c.write_done())));
-            if let Ok((status, _)) = &result {
-                s.write_blocked = *status == Flush::WouldBlock;
-            }
-            s.update_poll();
-            let report_finish = matches!(result, Ok((_, true))) && !s.finish_reported;
-            if report_finish {
-                s.finish_reported = true;
-            }
-            result.map(|(flush, _)| (flush, report_finish))
+            s.flush_with(ChannelCore::flush)
         };
         match flushed {
             Err(e) => {
