@@ -42,6 +42,13 @@ function closing(channel: Channel): Promise<void> {
   return new Promise((resolve) => channel.once('close', () => resolve()))
 }
 
+/** Closes both ends of a pair and resolves once both have emitted 'close'. */
+function closeBoth(a: Channel, b: Channel): Promise<void> {
+  a.close()
+  b.close()
+  return Promise.all([closing(a), closing(b)]).then(() => undefined)
+}
+
 /** Resolves with the events (in order) until 'close'. */
 function eventsUntilClose(channel: Channel): Promise<string[]> {
   const seen: string[] = []
@@ -79,9 +86,7 @@ for (const type of ['stream', ...RECORD_TYPES] as const) {
     t.deepEqual(got[2]!.fds.map(readThrough), ['two', 'three'])
     t.is(identity(got[1]!.fds[0]!), identity(files[0]!.fd))
     closeAll(got.flatMap((m) => m.fds))
-    a.close()
-    b.close()
-    await Promise.all([closing(a), closing(b)])
+    await closeBoth(a, b)
     closeAll(files.map((f) => f.fd))
   })
 }
@@ -109,9 +114,7 @@ leakFree('sizes 0 B, 1 B, 64 KiB and 16 MiB with 0, 1 and the maximum number of 
     )
     closeAll(m.fds)
   }
-  a.close()
-  b.close()
-  await closing(b)
+  await closeBoth(a, b)
   closeAll([file.fd])
 })
 
@@ -143,9 +146,7 @@ leakFree('pitfall 5: random sizes and random descriptor counts, every descriptor
     )
     closeAll(m.fds)
   }
-  a.close()
-  b.close()
-  await closing(b)
+  await closeBoth(a, b)
   closeAll(files.map((f) => f.fd))
 })
 
@@ -173,9 +174,7 @@ leakFree('pitfall 6 and 7: backpressure — send() returns false, drain follows,
     closeAll(m.fds)
   }
   t.is(a.bufferedBytes, 0)
-  a.close()
-  b.close()
-  await closing(b)
+  await closeBoth(a, b)
   closeAll([file.fd])
 })
 
@@ -190,9 +189,7 @@ leakFree('the sender may close its descriptors right after send()', async (t) =>
   t.is(identity(m!.fds[0]!), id)
   t.is(readThrough(m!.fds[0]!), 'closed by the sender at once')
   closeAll(m!.fds)
-  a.close()
-  b.close()
-  await closing(b)
+  await closeBoth(a, b)
 })
 
 leakFree('pitfall 12: N messages, then end, then close', async (t) => {
@@ -267,9 +264,7 @@ for (const type of RECORD_TYPES) {
     const got = collect(b, 1)
     a.send('small')
     t.is((await got)[0]!.data.toString(), 'small')
-    a.close()
-    b.close()
-    await closing(b)
+    await closeBoth(a, b)
   })
 }
 
@@ -287,9 +282,7 @@ leakFree('limits: maxMessageBytes and the descriptor cap are checked before anyt
   const got = collect(b, 1)
   a.send(Buffer.alloc(100))
   t.is((await got)[0]!.data.length, 100, 'the limit itself is fine')
-  a.close()
-  b.close()
-  await closing(b)
+  await closeBoth(a, b)
   closeAll([file.fd])
 })
 
