@@ -194,8 +194,10 @@ impl State {
 /// Incremental decoder: feed it whatever each receive returned — bytes and descriptors —
 /// and it yields whole messages with exactly their descriptors.
 ///
-/// Guarantees: memory is allocated only for bytes that actually arrived (a header that
-/// claims 4 GiB costs nothing until the bytes come); every descriptor handed in is either
+/// Guarantees: a header reserves at most [`PREALLOC_LIMIT`] of address space for its
+/// payload (pages are committed only as bytes arrive; beyond the limit the buffer grows
+/// with the bytes), so a header that claims 4 GiB costs nothing much until the bytes
+/// come; every descriptor handed in is either
 /// delivered with its message or closed; after an error the decoder holds nothing and
 /// every later call fails.
 #[derive(Debug)]
@@ -495,7 +497,7 @@ mod tests {
     }
 
     #[test]
-    fn hostile_huge_length_allocates_nothing() {
+    fn hostile_huge_length_reserves_at_most_the_prealloc_limit() {
         let w = FrameHeader::new(u32::MAX, 0).encode();
         expect_protocol_error(&w, 0, "exceeds");
         // Within the limit but never sent: capacity follows the bytes that arrived.
