@@ -87,15 +87,33 @@ export function fixture(name: string): string {
  * that test's failure.) A warm-up first spawns a child once, so that descriptors Node
  * opens lazily (the signal pipe, the thread pool's) exist before the first baseline.
  */
+/** Per-test limit: generous, since CI machines are shared and slow. */
+const TEST_TIMEOUT_MS = 60_000
+
 export function leakChecked(test: TestFn): (title: string, impl: (t: ExecutionContext) => unknown) => void {
   test.before(async () => {
     await run('python3', ['-c', 'pass'], { stdio: 'ignore' }).exited
     fs.readFileSync(__filename)
   })
+  let finished = 0
+  let started = 0
+  // A test that timed out may leave something behind that keeps this worker process alive
+  // (ava waits for it to exit); once every test has reported, end it.
+  test.after.always(() => {
+    if (finished < started) setTimeout(() => process.exit(1), 1000)
+  })
   return (title, impl) => {
     test.serial(title, async (t) => {
+      // A hang fails this test with a message (ava's own inactivity timeout instead
+      // aborts the whole run, and its TAP reporter crashes on it).
+      t.timeout(TEST_TIMEOUT_MS, `${title} did not finish within ${TEST_TIMEOUT_MS / 1000} s`)
+      started++
       const before = openFdCount()
-      await impl(t)
+      try {
+        await impl(t)
+      } finally {
+        finished++
+      }
       t.is(openFdCount(), before, 'open descriptors are back to where they were')
     })
   }

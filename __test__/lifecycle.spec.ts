@@ -21,12 +21,14 @@ leakFree('pitfall 15: several worker threads load, use and close channels; the m
   const mainReceived: string[] = []
   mainB.on('message', (m) => mainReceived.push(m.data.toString()))
   const workers = Array.from({ length: 4 }, () => new Worker(fixture('worker.js'), { workerData: { count: 500 } }))
+  // Listen for exit at once: a worker may exit while we still wait for another's reply.
+  const exited = workers.map((w) => once(w, 'exit'))
   const replies = await Promise.all(workers.map((w) => once(w, 'message')))
   t.deepEqual(
     replies.map(([r]) => r),
     workers.map(() => ({ received: 500, open: false })),
   )
-  await Promise.all(workers.map((w) => once(w, 'exit')))
+  await Promise.all(exited)
   mainA.send('still working')
   await new Promise((r) => setTimeout(r, 50))
   t.deepEqual(mainReceived, ['still working'])
