@@ -23,6 +23,11 @@ pub const DEFAULT_MAX_MESSAGE_BYTES: usize = 64 << 20;
 /// nothing is queued, instead of being copied into the queue first.
 pub const DIRECT_WRITE_BYTES: usize = 32 << 10;
 
+/// Kernel buffer asked for on stream channels (SO_SNDBUF/SO_RCVBUF, raised to at least
+/// this where the OS allows). Linux's default of 208 KiB makes a 1 MiB message cost
+/// several poll round trips in each process.
+pub const STREAM_SOCKET_BUFFER: usize = 1 << 20;
+
 /// Bytes read per recvmsg on a stream channel.
 const STREAM_READ_BYTES: usize = 256 << 10;
 
@@ -61,12 +66,18 @@ pub struct ChannelCore {
 
 impl ChannelCore {
     /// Takes ownership of a connected Unix socket: makes it non-blocking and
-    /// close-on-exec, and learns its type.
+    /// close-on-exec, and learns its type. A stream socket's kernel buffers are raised
+    /// to [`STREAM_SOCKET_BUFFER`] where the OS allows it.
     pub fn adopt(fd: OwnedFd, max_message_bytes: usize) -> Result<Self> {
         let kind = socket::socket_kind(fd.as_fd())?;
         socket::set_nonblocking(fd.as_fd(), true)?;
         socket::set_cloexec(fd.as_fd(), true)?;
         socket::prevent_sigpipe(fd.as_fd())?;
+        if !kind.is_record() {
+            // Large messages move in a quarter of the wake-ups (BENCHMARKS.md). Record
+            // sockets keep the OS default: there the buffer is also the record size limit.
+            socket::raise_buffers(fd.as_fd(), STREAM_SOCKET_BUFFER);
+        }
         let max_message_bytes = max_message_bytes.min(crate::frame::MAX_PAYLOAD);
         Ok(ChannelCore {
             fd,
@@ -397,6 +408,26 @@ mod tests {
             );
         }
         assert_eq!(open_fd_count(), base);
+    }
+
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn stream_buffers_are_raised_and_record_buffers_left_alone() {
+        use nix::sys::socket::{getsockopt, sockopt};
+        let wmem_max: usize = std::fs::read_to_string("/proc/sys/net/core/wmem_max")
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap();
+        let (plain, _) = socketpair(SocketKind::Stream, PairOptions::default()).unwrap();
+        let default = getsockopt(&plain, sockopt::SndBuf).unwrap();
+        let (a, _b) = pair(SocketKind::Stream);
+        let raised = getsockopt(&a.fd(), sockopt::SndBuf).unwrap();
+        // Linux doubles the value set, capped at wmem_max.
+        let expected = (STREAM_SOCKET_BUFFER.min(wmem_max) * 2).max(default);
+        assert_eq!(raised, expected);
+        let (r, _s) = pair(SocketKind::Seqpacket);
+        assert_eq!(getsockopt(&r.fd(), sockopt::SndBuf).unwrap(), default);
     }
 
     #[test]

@@ -167,6 +167,25 @@ pub fn prevent_sigpipe(_fd: BorrowedFd<'_>) -> Result<()> {
     Ok(())
 }
 
+/// Raises SO_SNDBUF and SO_RCVBUF to at least `bytes`, never lowers them. Best effort: the
+/// OS caps the value (Linux: net.core.wmem_max / rmem_max; FreeBSD: kern.ipc.maxsockbuf)
+/// and a refusal changes only speed, so errors are ignored.
+pub fn raise_buffers(fd: BorrowedFd<'_>, bytes: usize) {
+    use nix::sys::socket::{getsockopt, setsockopt, sockopt};
+    // Linux reports twice what was set (bookkeeping overhead), so compare against that.
+    let reported = if cfg!(any(target_os = "linux", target_os = "android")) {
+        bytes.saturating_mul(2)
+    } else {
+        bytes
+    };
+    if getsockopt(&fd, sockopt::SndBuf).is_ok_and(|now| now < reported) {
+        let _ = setsockopt(&fd, sockopt::SndBuf, &bytes);
+    }
+    if getsockopt(&fd, sockopt::RcvBuf).is_ok_and(|now| now < reported) {
+        let _ = setsockopt(&fd, sockopt::RcvBuf, &bytes);
+    }
+}
+
 /// Sets or clears FD_CLOEXEC. See fcntl(2).
 pub fn set_cloexec(fd: BorrowedFd<'_>, on: bool) -> Result<()> {
     let flags = fcntl(fd, FcntlArg::F_GETFD).map_err(|e| Error::os("fcntl(F_GETFD)", e))?;
