@@ -26,7 +26,10 @@ import { EventEmitter } from 'node:events'
 import * as fs from 'node:fs'
 import * as net from 'node:net'
 
-import * as native from './binding'
+import type { NativeChannel } from './binding'
+import { native } from './loader'
+
+export { BINARY_ENV, loadError, platformPackage } from './loader'
 
 /** The kind of socket pair. `'seqpacket'` exists on Linux and FreeBSD only. */
 export type SocketType = 'stream' | 'seqpacket' | 'dgram'
@@ -81,6 +84,8 @@ export type SocketpairErrorCode =
   | 'ERR_STREAM_WRITE_AFTER_END'
   | 'ERR_NO_PARENT_CHANNEL'
   | 'ERR_UNSUPPORTED_PLATFORM'
+  | 'ERR_BINARY_MISSING'
+  | 'ERR_BINARY_MISMATCH'
 
 /** An error from this package: always has a `code`. */
 export interface SocketpairError extends Error {
@@ -88,7 +93,7 @@ export interface SocketpairError extends Error {
 }
 
 /** The most descriptors one message can carry (Linux's SCM_MAX_FD, 253, on every platform). */
-export const MAX_FDS_PER_MESSAGE: number = native.maxFdsPerMessage()
+export const MAX_FDS_PER_MESSAGE: number = 253
 
 const DEFAULT_MAX_BYTES = 64 * 1024
 /** Receives up to this size go through one reused buffer and are copied out at their exact size. */
@@ -114,7 +119,7 @@ export function socketpair(type: SocketType = 'stream', options: SocketpairOptio
   checkObject(options, 'options')
   const cloexec = optionalBoolean(options.cloexec, 'options.cloexec', true)
   const nonblock = optionalBoolean(options.nonblock, 'options.nonblock', false)
-  const [a, b] = native.socketpair(type, cloexec, nonblock)
+  const [a, b] = native().socketpair(type, cloexec, nonblock)
   return [a, b]
 }
 
@@ -137,7 +142,7 @@ export function sendmsg(fd: number, data: Uint8Array | string, fds: readonly num
     throw codedError(TypeError, 'ERR_INVALID_ARG_TYPE', `fds must be an array of descriptors, got ${describe(fds)}`)
   }
   fds.forEach((f, i) => checkFd(f, `fds[${i}]`))
-  return native.sendmsg(fd, bytes, fds.slice())
+  return native().sendmsg(fd, bytes, fds.slice())
 }
 
 /**
@@ -169,7 +174,7 @@ export function recvmsg(fd: number, options: RecvmsgOptions = {}): ReceivedMessa
   } else {
     target = Buffer.allocUnsafe(maxBytes)
   }
-  const r = native.recvmsg(fd, target, maxFds)
+  const r = native().recvmsg(fd, target, maxFds)
   if (r.eof) return null
   // Copy small reads out of the shared scratch buffer at their exact size; large reads
   // keep the buffer they were received into.
@@ -188,7 +193,7 @@ export function recvmsg(fd: number, options: RecvmsgOptions = {}): ReceivedMessa
  */
 export function peerCredentials(fd: number): Credentials {
   checkFd(fd, 'fd')
-  const c = native.peerCredentials(fd)
+  const c = native().peerCredentials(fd)
   return { pid: c.pid ?? null, uid: c.uid, gid: c.gid }
 }
 
@@ -205,7 +210,7 @@ export function peerCredentials(fd: number): Credentials {
 export function closeFds(fds: Iterable<number>): void {
   const list = Array.from(fds)
   list.forEach((fd, i) => checkFd(fd, `fds[${i}]`))
-  native.closeFds(list)
+  native().closeFds(list)
 }
 
 // ---------------------------------------------------------------------------------------
@@ -312,7 +317,7 @@ export interface Channel {
 export class Channel extends EventEmitter implements AsyncIterable<Message> {
   /** The socket's descriptor (owned by the channel; -1 once closed). */
   readonly fd: number
-  #native: native.NativeChannel | null
+  #native: NativeChannel | null
   #type: SocketType
   #allowHalfOpen: boolean
   #highWaterMark: number
@@ -331,7 +336,7 @@ export class Channel extends EventEmitter implements AsyncIterable<Message> {
     this.#allowHalfOpen = optionalBoolean(options.allowHalfOpen, 'options.allowHalfOpen', false)
     this.#highWaterMark = optionalInteger(options.highWaterMark, 'options.highWaterMark', 1024 * 1024, 0, 2 ** 53)
     const max = optionalInteger(options.maxMessageBytes, 'options.maxMessageBytes', DEFAULT_MAX_MESSAGE_BYTES, 0, 2 ** 32 - 1)
-    this.#native = new native.NativeChannel(fd, max, (kind: number, a?: unknown, b?: unknown, c?: unknown) =>
+    this.#native = new (native().NativeChannel)(fd, max, (kind: number, a?: unknown, b?: unknown, c?: unknown) =>
       this.#onEvent(kind, a, b, c),
     )
     this.fd = fd
@@ -841,7 +846,7 @@ function resolvePassables(fds: readonly Passable[] | undefined): number[] {
 
 function closeQuietly(fds: readonly number[]): void {
   try {
-    native.closeFds(fds.slice())
+    native().closeFds(fds.slice())
   } catch {
     // already closed by its owner
   }

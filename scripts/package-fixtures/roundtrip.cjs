@@ -1,0 +1,25 @@
+// CommonJS consumer: a child on its own channel, a message, a descriptor each way.
+'use strict'
+const assert = require('node:assert')
+const fs = require('node:fs')
+const os = require('node:os')
+const path = require('node:path')
+const { spawn, closeFds, loadError } = require('socketpair')
+
+assert.equal(loadError(), undefined)
+const file = path.join(fs.mkdtempSync(path.join(os.tmpdir(), 'consumer-')), 'note.txt')
+fs.writeFileSync(file, 'hello through a descriptor')
+const fd = fs.openSync(file, 'r')
+const { child, channel } = spawn(process.execPath, [path.join(__dirname, 'child.cjs')], { stdio: 'inherit' })
+const exited = new Promise((resolve) => child.on('exit', resolve))
+channel.send('read this', { fds: [fd] })
+fs.closeSync(fd)
+channel.on('message', async (m) => {
+  assert.equal(m.data.toString(), 'child read: hello through a descriptor')
+  assert.equal(m.fds.length, 1)
+  assert.match(fs.readFileSync(m.fds[0], 'utf8'), /picks up its channel/)
+  closeFds(m.fds)
+  channel.close()
+  assert.equal(await exited, 0)
+  console.log('CommonJS: ok')
+})
