@@ -44,8 +44,9 @@ pub fn send_with_fds(
     let raw: Vec<RawFd> = fds.iter().map(|f| f.as_raw_fd()).collect();
     let rights = [ControlMessage::ScmRights(&raw)];
     let cmsgs: &[ControlMessage<'_>] = if raw.is_empty() { &[] } else { &rights };
+    let flags = send_flags(fd);
     loop {
-        match nix::sys::socket::sendmsg::<()>(fd.as_raw_fd(), bufs, cmsgs, send_flags(), None) {
+        match nix::sys::socket::sendmsg::<()>(fd.as_raw_fd(), bufs, cmsgs, flags, None) {
             Ok(n) => return Ok(n),
             Err(Errno::EINTR) => continue,
             Err(Errno::EMSGSIZE) => {
@@ -60,13 +61,23 @@ pub fn send_with_fds(
 }
 
 #[cfg(any(target_os = "macos", target_os = "ios"))]
-fn send_flags() -> MsgFlags {
+fn send_flags(_fd: BorrowedFd<'_>) -> MsgFlags {
     // No MSG_NOSIGNAL here: the sockets carry SO_NOSIGPIPE instead (socket::prevent_sigpipe).
     MsgFlags::empty()
 }
 
-#[cfg(not(any(target_os = "macos", target_os = "ios")))]
-fn send_flags() -> MsgFlags {
+#[cfg(target_os = "freebsd")]
+fn send_flags(fd: BorrowedFd<'_>) -> MsgFlags {
+    // FreeBSD ends a seqpacket record only at MSG_EOR: without it, consecutive sends may
+    // be read as one record. (One getsockopt per send, on FreeBSD only.)
+    match crate::socket::socket_kind(fd) {
+        Ok(crate::socket::SocketKind::Seqpacket) => MsgFlags::MSG_NOSIGNAL | MsgFlags::MSG_EOR,
+        _ => MsgFlags::MSG_NOSIGNAL,
+    }
+}
+
+#[cfg(not(any(target_os = "macos", target_os = "ios", target_os = "freebsd")))]
+fn send_flags(_fd: BorrowedFd<'_>) -> MsgFlags {
     MsgFlags::MSG_NOSIGNAL
 }
 
