@@ -376,13 +376,7 @@ mod tests {
         }
     }
 
-    fn kinds() -> Vec<SocketKind> {
-        if cfg!(any(target_os = "linux", target_os = "freebsd")) {
-            vec![SocketKind::Stream, SocketKind::Seqpacket, SocketKind::Dgram]
-        } else {
-            vec![SocketKind::Stream, SocketKind::Dgram]
-        }
-    }
+    use crate::testutil::kinds;
 
     #[test]
     fn messages_and_fds_in_order_on_every_kind() {
@@ -534,7 +528,8 @@ mod tests {
     fn hostile_record_headers() {
         let base = open_fd_count();
         {
-            let (raw, b) = socketpair(SocketKind::Seqpacket, PairOptions::default()).unwrap();
+            let (raw, b) =
+                socketpair(crate::testutil::record_kind(), PairOptions::default()).unwrap();
             let mut b = ChannelCore::adopt(b, 1024).unwrap();
             let file = temp_file_with(b"");
             // Header says 5 bytes, record has 3; and one fd that the header does not count.

@@ -458,7 +458,7 @@ mod tests {
 
     #[test]
     fn record_truncation_is_reported() {
-        let (a, b) = pair(SocketKind::Seqpacket);
+        let (a, b) = pair(crate::testutil::record_kind());
         send_with_fds(a.as_fd(), &[IoSlice::new(b"0123456789")], &[]).unwrap();
         let mut buf = [0u8; 4];
         let r = recv_with_fds(b.as_fd(), &mut buf, 0, &mut Vec::new()).unwrap();

@@ -72,12 +72,12 @@ pub fn peer_credentials(fd: BorrowedFd<'_>) -> Result<Credentials> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::socket::{socketpair, PairOptions, SocketKind};
+    use crate::socket::{socketpair, PairOptions};
     use std::os::fd::AsFd;
 
     #[test]
     fn a_pair_made_here_reports_this_process() {
-        for kind in [SocketKind::Stream, SocketKind::Seqpacket, SocketKind::Dgram] {
+        for kind in crate::testutil::kinds() {
             let (a, _b) = socketpair(kind, PairOptions::default()).unwrap();
             let c = peer_credentials(a.as_fd()).unwrap();
             assert_eq!(c.uid, nix::unistd::getuid().as_raw());

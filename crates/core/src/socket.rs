@@ -222,7 +222,7 @@ mod tests {
 
     #[test]
     fn every_kind_is_cloexec_by_default() {
-        for kind in [SocketKind::Stream, SocketKind::Seqpacket, SocketKind::Dgram] {
+        for kind in crate::testutil::kinds() {
             let (a, b) = socketpair(kind, PairOptions::default()).unwrap();
             assert!(
                 is_cloexec(&a).unwrap() && is_cloexec(&b).unwrap(),
@@ -248,10 +248,59 @@ mod tests {
 
     #[test]
     fn kind_is_read_back() {
-        for kind in [SocketKind::Stream, SocketKind::Seqpacket, SocketKind::Dgram] {
+        for kind in crate::testutil::kinds() {
             let (a, _b) = socketpair(kind, PairOptions::default()).unwrap();
             assert_eq!(socket_kind(a.as_fd()).unwrap(), kind);
         }
+    }
+
+    // Platform branches, each tested on its platform (CI runs macOS and FreeBSD).
+
+    #[cfg(target_os = "macos")]
+    #[test]
+    fn macos_has_no_seqpacket_and_says_so() {
+        let err = socketpair(SocketKind::Seqpacket, PairOptions::default()).unwrap_err();
+        assert_eq!(err.code(), "ERR_UNSUPPORTED_PLATFORM");
+    }
+
+    #[cfg(target_os = "macos")]
+    #[test]
+    fn macos_pairs_carry_so_nosigpipe() {
+        use std::os::fd::AsRawFd;
+        for kind in crate::testutil::kinds() {
+            let (a, b) = socketpair(kind, PairOptions::default()).unwrap();
+            for fd in [&a, &b] {
+                let mut on: libc::c_int = 0;
+                let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+                // SAFETY: `on` and `len` are live and sized for the option.
+                let rc = unsafe {
+                    libc::getsockopt(
+                        fd.as_raw_fd(),
+                        libc::SOL_SOCKET,
+                        libc::SO_NOSIGPIPE,
+                        (&mut on as *mut libc::c_int).cast(),
+                        &mut len,
+                    )
+                };
+                assert_eq!(rc, 0);
+                assert_ne!(on, 0, "{kind:?}");
+            }
+        }
+    }
+
+    #[cfg(target_os = "freebsd")]
+    #[test]
+    fn freebsd_seqpacket_records_stay_apart() {
+        use crate::msg::{recv_with_fds, send_with_fds};
+        use std::io::IoSlice;
+        let (a, b) = socketpair(SocketKind::Seqpacket, PairOptions::default()).unwrap();
+        send_with_fds(a.as_fd(), &[IoSlice::new(b"first")], &[]).unwrap();
+        send_with_fds(a.as_fd(), &[IoSlice::new(b"second")], &[]).unwrap();
+        let mut buf = [0u8; 64];
+        let r = recv_with_fds(b.as_fd(), &mut buf, 0, &mut Vec::new()).unwrap();
+        assert_eq!(&buf[..r.bytes], b"first");
+        let r = recv_with_fds(b.as_fd(), &mut buf, 0, &mut Vec::new()).unwrap();
+        assert_eq!(&buf[..r.bytes], b"second");
     }
 
     #[test]

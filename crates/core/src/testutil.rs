@@ -63,3 +63,25 @@ pub fn read_all_at_start<Fd: AsFd>(fd: &Fd) -> Vec<u8> {
     }
     out
 }
+
+/// Whether this OS has AF_UNIX SOCK_SEQPACKET (macOS does not).
+pub const HAS_SEQPACKET: bool = cfg!(any(target_os = "linux", target_os = "freebsd"));
+
+/// The socket kinds this OS supports, for tests that run over each.
+pub fn kinds() -> Vec<crate::socket::SocketKind> {
+    use crate::socket::SocketKind;
+    if HAS_SEQPACKET {
+        vec![SocketKind::Stream, SocketKind::Seqpacket, SocketKind::Dgram]
+    } else {
+        vec![SocketKind::Stream, SocketKind::Dgram]
+    }
+}
+
+/// The record kind tests use: seqpacket where it exists, dgram elsewhere.
+pub fn record_kind() -> crate::socket::SocketKind {
+    if HAS_SEQPACKET {
+        crate::socket::SocketKind::Seqpacket
+    } else {
+        crate::socket::SocketKind::Dgram
+    }
+}
