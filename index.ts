@@ -381,6 +381,8 @@ export class Channel extends EventEmitter implements AsyncIterable<Message> {
    * Adopts an open, connected Unix socket descriptor — inherited from a parent, or
    * received in a message. The channel owns it from now on (it makes it non-blocking
    * and close-on-exec, and closes it on `close()`); do not use the number elsewhere.
+   * If this throws (`ENOTSOCK`, `EBADF`, …), nothing was closed: the descriptor is still
+   * yours.
    *
    * ```ts
    * const ch = Channel.fromFd(3)

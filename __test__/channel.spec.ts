@@ -408,6 +408,22 @@ leakFree('peerCredentials() names the process that made the pair', (t) => {
   t.throws(() => a.peerCredentials(), { code: 'ERR_CHANNEL_CLOSED' })
 })
 
+leakFree('fromFd refuses what is not a socket and leaves the descriptor to the caller', (t) => {
+  const file = tempFile('not a socket')
+  t.throws(() => Channel.fromFd(file.fd), { code: 'ENOTSOCK' })
+  t.is(readThrough(file.fd), 'not a socket', 'the file descriptor is still open and usable')
+  const [a, b] = socketpair()
+  fs.closeSync(b)
+  const stale = b // closed: nothing is open under this number now
+  t.throws(() => Channel.fromFd(stale), { code: 'EBADF' })
+  // A socket is adopted; the channel owns it from then on.
+  const channel = Channel.fromFd(a)
+  t.is(channel.fd, a)
+  channel.close()
+  t.throws(() => fs.fstatSync(a), { code: 'EBADF' })
+  closeAll([file.fd])
+})
+
 leakFree('fromParent without a parent channel is ERR_NO_PARENT_CHANNEL', (t) => {
   t.throws(() => Channel.fromParent(), { code: 'ERR_NO_PARENT_CHANNEL' })
 })

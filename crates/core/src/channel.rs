@@ -68,11 +68,23 @@ impl ChannelCore {
     /// Takes ownership of a connected Unix socket: makes it non-blocking and
     /// close-on-exec, and learns its type. A stream socket's kernel buffers are raised
     /// to [`STREAM_SOCKET_BUFFER`] where the OS allows it.
-    pub fn adopt(fd: OwnedFd, max_message_bytes: usize) -> Result<Self> {
-        let kind = socket::socket_kind(fd.as_fd())?;
-        socket::set_nonblocking(fd.as_fd(), true)?;
-        socket::set_cloexec(fd.as_fd(), true)?;
-        socket::prevent_sigpipe(fd.as_fd())?;
+    ///
+    /// On failure the descriptor is handed back with the error, open.
+    pub fn adopt(
+        fd: OwnedFd,
+        max_message_bytes: usize,
+    ) -> std::result::Result<Self, (Error, OwnedFd)> {
+        let prepared = (|| {
+            let kind = socket::socket_kind(fd.as_fd())?;
+            socket::set_nonblocking(fd.as_fd(), true)?;
+            socket::set_cloexec(fd.as_fd(), true)?;
+            socket::prevent_sigpipe(fd.as_fd())?;
+            Ok(kind)
+        })();
+        let kind = match prepared {
+            Ok(kind) => kind,
+            Err(e) => return Err((e, fd)),
+        };
         if !kind.is_record() {
             // Large messages move in a quarter of the wake-ups (BENCHMARKS.md). Record
             // sockets keep the OS default: there the buffer is also the record size limit.
@@ -98,6 +110,11 @@ impl ChannelCore {
 
     pub fn fd(&self) -> BorrowedFd<'_> {
         self.fd.as_fd()
+    }
+
+    /// Gives up the socket, open (what is queued is dropped, its descriptors closed).
+    pub fn into_fd(self) -> OwnedFd {
+        self.fd
     }
 
     pub fn kind(&self) -> SocketKind {

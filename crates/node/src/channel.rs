@@ -23,6 +23,7 @@ use napi_derive::napi;
 use nix::errno::Errno;
 use socketpair_core::channel::{ChannelCore, ReadStatus};
 use socketpair_core::frame::Message;
+use socketpair_core::socket;
 use socketpair_core::socket::SocketKind;
 use socketpair_core::write_queue::Flush;
 use socketpair_core::{peercred, Error};
@@ -115,26 +116,39 @@ pub struct NativeChannel {
 
 #[napi]
 impl NativeChannel {
-    /// Adopts `fd` (it is ours from now on) and starts reading; `callback(kind, a, b)`
-    /// receives the events.
+    /// Adopts `fd` (it is ours once this returns) and starts reading; `callback(kind, a,
+    /// b)` receives the events. If this throws, the descriptor is still the caller's:
+    /// nothing closed it.
     #[napi(constructor)]
     pub fn new(env: Env, fd: i32, max_message_bytes: f64, callback: Unknown) -> napi::Result<Self> {
-        borrow(&env, fd, "fd")?;
-        // SAFETY: JS hands us this descriptor: from here on the channel owns it (index.ts
-        // documents that Channel.fromFd takes ownership); it is not -1 (checked above).
-        let owned = unsafe { OwnedFd::from_raw_fd(fd) };
-        let max = if max_message_bytes.is_finite() && max_message_bytes >= 0.0 {
-            max_message_bytes as usize
-        } else {
-            0
-        };
-        let core = ChannelCore::adopt(owned, max).map_err(|e| throw(&env, e))?;
+        let borrowed = borrow(&env, fd, "fd")?;
+        // Not a socket, not open: say so before taking ownership of anything.
+        socket::socket_kind(borrowed).map_err(|e| throw(&env, e))?;
         let raw_env = env.raw();
         let callback_ref = create_ref(raw_env, callback.raw()).map_err(|e| throw(&env, e))?;
         let async_ctx = match create_async_context(raw_env) {
             Ok(ctx) => ctx,
             Err(e) => {
                 delete_ref(raw_env, callback_ref);
+                return Err(throw(&env, e));
+            }
+        };
+        // SAFETY: JS hands us this descriptor: from here on the channel owns it (index.ts
+        // documents that Channel.fromFd takes ownership); it is not -1 (checked above).
+        // On failure below it is handed back (into_raw_fd), never closed.
+        let owned = unsafe { OwnedFd::from_raw_fd(fd) };
+        let max = if max_message_bytes.is_finite() && max_message_bytes >= 0.0 {
+            max_message_bytes as usize
+        } else {
+            0
+        };
+        let core = match ChannelCore::adopt(owned, max) {
+            Ok(core) => core,
+            Err((e, owned)) => {
+                let _ = owned.into_raw_fd(); // the caller's again
+                delete_ref(raw_env, callback_ref);
+                // SAFETY: ctx came from napi_async_init above and is destroyed once.
+                unsafe { sys::napi_async_destroy(raw_env, async_ctx) };
                 return Err(throw(&env, e));
             }
         };
@@ -153,6 +167,12 @@ impl NativeChannel {
         }));
         let this = NativeChannel { shared };
         if let Err(e) = this.start(raw_env) {
+            // Hand the descriptor back before closing the rest.
+            if let Ok(mut s) = this.shared.try_borrow_mut() {
+                if let Some(core) = s.core.take() {
+                    let _ = core.into_fd().into_raw_fd();
+                }
+            }
             close_now(&this.shared);
             return Err(throw(&env, e));
         }
