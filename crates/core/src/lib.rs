@@ -23,6 +23,8 @@ pub mod blocking;
 pub mod channel;
 pub mod error;
 pub mod frame;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod msg;
 pub mod peercred;
 pub mod socket;
