@@ -23,7 +23,6 @@ use napi_derive::napi;
 use nix::errno::Errno;
 use socketpair_core::channel::{ChannelCore, ReadStatus};
 use socketpair_core::frame::Message;
-use socketpair_core::socket;
 use socketpair_core::socket::SocketKind;
 use socketpair_core::write_queue::Flush;
 use socketpair_core::{peercred, Error};
@@ -121,9 +120,7 @@ impl NativeChannel {
     /// nothing closed it.
     #[napi(constructor)]
     pub fn new(env: Env, fd: i32, max_message_bytes: f64, callback: Unknown) -> napi::Result<Self> {
-        let borrowed = borrow(&env, fd, "fd")?;
-        // Not a socket, not open: say so before taking ownership of anything.
-        socket::socket_kind(borrowed).map_err(|e| throw(&env, e))?;
+        borrow(&env, fd, "fd")?;
         let raw_env = env.raw();
         let callback_ref = create_ref(raw_env, callback.raw()).map_err(|e| throw(&env, e))?;
         let async_ctx = match create_async_context(raw_env) {
@@ -135,7 +132,8 @@ impl NativeChannel {
         };
         // SAFETY: JS hands us this descriptor: from here on the channel owns it (index.ts
         // documents that Channel.fromFd takes ownership); it is not -1 (checked above).
-        // On failure below it is handed back (into_raw_fd), never closed.
+        // On failure below it is handed back (into_raw_fd), never closed: adopt() checks
+        // that it is a socket (ENOTSOCK, EBADF) and returns it with the error.
         let owned = unsafe { OwnedFd::from_raw_fd(fd) };
         let max = if max_message_bytes.is_finite() && max_message_bytes >= 0.0 {
             max_message_bytes as usize
