@@ -47,6 +47,9 @@ pub struct WriteQueue {
     record: bool,
     /// Descriptors held by queued frames (duplicates, closed when the frame is written).
     held_fds: usize,
+    /// The front frame is the rest of a frame whose beginning went out directly
+    /// (`push_rest`): its first queued byte is not a frame boundary.
+    front_partial: bool,
 }
 
 impl WriteQueue {
@@ -110,6 +113,7 @@ impl WriteQueue {
             fds: Vec::new(),
             fds_sent: true,
         });
+        self.front_partial = true;
     }
 
     /// Writes as much as the socket takes. Retries partial writes until the queue is
@@ -135,7 +139,7 @@ impl WriteQueue {
     /// The end offset of the next sendmsg and the descriptors it carries (borrowed from
     /// the queue, which keeps ownership until the frame is written).
     fn next_batch(&self) -> (usize, Vec<BorrowedFd<'_>>) {
-        let at_boundary = self.sent == self.front_start;
+        let at_boundary = self.sent == self.front_start && !self.front_partial;
         let mut fds = Vec::new();
         let mut end = self.sent;
         for (i, q) in self.frames.iter().enumerate() {
@@ -179,6 +183,7 @@ impl WriteQueue {
                 break;
             }
             self.front_start = front.end;
+            self.front_partial = false;
             self.held_fds -= front.fds.len();
             self.frames.pop_front(); // closes our duplicates of its descriptors
         }
@@ -218,6 +223,35 @@ mod tests {
     use crate::msg::recv_with_fds;
     use crate::socket::{set_nonblocking, socketpair, PairOptions, SocketKind};
     use crate::testutil::{fd_inode, open_fd_count, temp_file_with};
+
+    #[test]
+    fn descriptors_never_ride_the_rest_of_a_frame() {
+        // The first 4 bytes of a 10-byte frame went out directly (with its descriptors);
+        // the next frame's descriptors must wait for a send that begins at its header.
+        let file = temp_file_with(b"x");
+        let mut q = WriteQueue::new();
+        q.push_rest(FrameHeader::new(10, 1), &[7u8; 10], 4);
+        q.push(
+            FrameHeader::new(1, 1),
+            b"y",
+            vec![dup_for_queue(file.as_fd()).unwrap()],
+        );
+        let (end, fds) = q.next_batch();
+        assert_eq!(
+            end,
+            HEADER_LEN + 10 - 4,
+            "the first send stops at the boundary"
+        );
+        assert!(fds.is_empty());
+        let (a, b) = socketpair(SocketKind::Stream, PairOptions::default()).unwrap();
+        // Write the rest: now the second frame starts a send, with its descriptor.
+        let first = q.next_batch().0;
+        let n = send_with_fds(a.as_fd(), &[IoSlice::new(&q.buf[..first])], &[]).unwrap();
+        q.advance(n, false, first);
+        let (end, fds) = q.next_batch();
+        assert_eq!((end, fds.len()), (first + HEADER_LEN + 1, 1));
+        drop(b);
+    }
 
     fn read_all(fd: BorrowedFd<'_>, count: usize) -> Vec<Message> {
         let mut d = FrameDecoder::new(MAX_PAYLOAD);
