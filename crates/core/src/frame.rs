@@ -142,8 +142,9 @@ impl FdQueue {
     }
 
     /// Takes `n` descriptors from the front, which must all come from one batch (one
-    /// sendmsg carries all of a frame's descriptors).
-    fn take(&mut self, n: usize) -> Result<Vec<OwnedFd>> {
+    /// sendmsg carries all of a frame's descriptors), and names that batch (`None` for
+    /// `n == 0`).
+    fn take(&mut self, n: usize) -> Result<(Vec<OwnedFd>, Option<u64>)> {
         if self.fds.len() < n {
             return Err(Error::Protocol(format!(
                 "frame declares {n} descriptors but only {} arrived with it",
@@ -157,7 +158,8 @@ impl FdQueue {
                 "a frame's descriptors arrived in two different sends".into(),
             ));
         }
-        Ok(taken.into_iter().map(|(_, fd)| fd).collect())
+        let batch = if n == 0 { None } else { first_batch };
+        Ok((taken.into_iter().map(|(_, fd)| fd).collect(), batch))
     }
 
     fn any_older_than(&self, batch: u64) -> usize {
@@ -209,6 +211,28 @@ pub struct FrameDecoder {
     failed: bool,
 }
 
+/// What one receive's bytes did to the headers, for the checks in
+/// [`FrameDecoder::check_new_batch`].
+#[derive(Debug, Default)]
+struct ReadSummary {
+    /// At least one header began (its first byte was) in these bytes.
+    begun: bool,
+    /// The header that began last in these bytes, if any.
+    last: Option<LastHeader>,
+}
+
+#[derive(Debug)]
+enum LastHeader {
+    /// Its 8 bytes are not all here yet.
+    Pending,
+    /// Complete: the batch its descriptors came from, and where its message went in
+    /// `out` if it is complete too.
+    Claimed {
+        batch: Option<u64>,
+        delivered_at: Option<usize>,
+    },
+}
+
 impl FrameDecoder {
     /// A decoder that rejects frames whose payload exceeds `max_message_bytes`.
     pub fn new(max_message_bytes: usize) -> Self {
@@ -240,11 +264,17 @@ impl FrameDecoder {
             return Err(Error::Protocol("the stream already failed".into()));
         }
         let new_batch = self.take_batch(fds, !bytes.is_empty())?;
-        if let Err(e) = self.decode(bytes, out) {
-            self.reset();
-            return Err(e);
+        let summary = match self.decode(bytes, out) {
+            Ok(summary) => summary,
+            Err(e) => {
+                self.reset();
+                return Err(e);
+            }
+        };
+        if new_batch {
+            self.check_new_batch(&summary, out)?;
         }
-        self.check_stale(new_batch)
+        Ok(())
     }
 
     /// While a payload is being received: the buffer it accumulates in, and how many
@@ -267,6 +297,10 @@ impl FrameDecoder {
             return Err(Error::Protocol("the stream already failed".into()));
         }
         let new_batch = self.take_batch(fds, true)?;
+        if new_batch {
+            // These bytes are all inside one payload: no header began in them.
+            return self.check_new_batch(&ReadSummary::default(), out);
+        }
         if let State::Payload { len, data, .. } = &self.state {
             if data.len() == *len {
                 if let State::Payload { data, fds, .. } =
@@ -276,7 +310,7 @@ impl FrameDecoder {
                 }
             }
         }
-        self.check_stale(new_batch)
+        Ok(())
     }
 
     /// Queues a receive's descriptors as a new batch; true if there were any.
@@ -295,18 +329,45 @@ impl FrameDecoder {
         Ok(true)
     }
 
-    fn check_stale(&mut self, new_batch: bool) -> Result<()> {
-        // A sender attaches descriptors only to a send that begins at a frame boundary,
-        // and the kernel hands them over no later than that send's first byte; so once a
-        // new batch has been decoded, every older one must have been claimed.
-        if new_batch {
-            let stale = self.fds.any_older_than(self.batch);
-            if stale > 0 {
-                return self.fail(format!(
-                    "{stale} descriptors arrived that no frame claimed (the peer sent more \
-                     descriptors than its headers declared)"
-                ));
+    /// The checks for a receive that brought a new batch of descriptors (PROTOCOL.md,
+    /// "Receiving"). A sender attaches descriptors only to a sendmsg that begins at a
+    /// frame boundary, and every kernel hands them over with a receive that contains
+    /// that sendmsg's first byte (Linux may glue earlier bytes in front of it; the BSDs
+    /// start the receive there). So in that receive:
+    ///
+    /// 1. some header began: descriptors never arrive in the middle of a frame;
+    /// 2. the header that began last is at or after the sendmsg's start, so it may not
+    ///    take descriptors that came earlier: if it does, the peer sent more descriptors
+    ///    before than its headers declared, and this frame is not delivered with them;
+    /// 3. after it, every older batch has been claimed (a header still incomplete at the
+    ///    end of the receive began at or after the sendmsg's start too, so it may not
+    ///    claim them later either).
+    fn check_new_batch(&mut self, summary: &ReadSummary, out: &mut Vec<Message>) -> Result<()> {
+        if !summary.begun {
+            return self.fail(
+                "descriptors arrived in the middle of a frame (a send that carries descriptors \
+                 must begin at a frame boundary)"
+                    .into(),
+            );
+        }
+        match summary.last {
+            Some(LastHeader::Claimed {
+                batch: Some(b),
+                delivered_at,
+            }) if b < self.batch => {
+                if let Some(at) = delivered_at {
+                    out.truncate(at); // closes the descriptors it took
+                }
+                return self.fail(stale_claim_message());
             }
+            _ => {}
+        }
+        let stale = self.fds.any_older_than(self.batch);
+        if stale > 0 {
+            return self.fail(format!(
+                "{stale} descriptors arrived that no frame claimed (the peer sent more \
+                 descriptors than its headers declared)"
+            ));
         }
         Ok(())
     }
@@ -335,19 +396,31 @@ impl FrameDecoder {
         Ok(())
     }
 
-    fn decode(&mut self, mut input: &[u8], out: &mut Vec<Message>) -> Result<()> {
+    fn decode(&mut self, mut input: &[u8], out: &mut Vec<Message>) -> Result<ReadSummary> {
+        let mut summary = ReadSummary::default();
         while !input.is_empty() {
             match &mut self.state {
                 State::Header { buf, have } => {
+                    if *have == 0 {
+                        summary.begun = true;
+                        summary.last = Some(LastHeader::Pending);
+                    }
                     let take = (HEADER_LEN - *have).min(input.len());
                     buf[*have..*have + take].copy_from_slice(&input[..take]);
                     *have += take;
                     input = &input[take..];
                     if *have == HEADER_LEN {
                         let header = FrameHeader::decode(buf, self.max_message_bytes)?;
-                        let fds = self.fds.take(header.nfds as usize)?;
+                        let (fds, batch) = self.fds.take(header.nfds as usize)?;
+                        if matches!(summary.last, Some(LastHeader::Pending)) {
+                            summary.last = Some(LastHeader::Claimed {
+                                batch,
+                                delivered_at: None,
+                            });
+                        }
                         let len = header.len as usize;
                         if len == 0 {
+                            mark_delivered(&mut summary, out.len());
                             out.push(Message {
                                 data: Vec::new(),
                                 fds,
@@ -369,13 +442,14 @@ impl FrameDecoder {
                         if let State::Payload { data, fds, .. } =
                             std::mem::replace(&mut self.state, State::start())
                         {
+                            mark_delivered(&mut summary, out.len());
                             out.push(Message { data, fds });
                         }
                     }
                 }
             }
         }
-        Ok(())
+        Ok(summary)
     }
 
     fn fail(&mut self, what: String) -> Result<()> {
@@ -388,6 +462,22 @@ impl FrameDecoder {
         self.fds.clear();
         self.state = State::start(); // drops a partial payload and its descriptors
     }
+}
+
+/// The message at `at` in `out` completes the frame whose header began last in this
+/// receive, if that header completed in it too.
+fn mark_delivered(summary: &mut ReadSummary, at: usize) {
+    if let Some(LastHeader::Claimed { delivered_at, .. }) = &mut summary.last {
+        if delivered_at.is_none() {
+            *delivered_at = Some(at);
+        }
+    }
+}
+
+fn stale_claim_message() -> String {
+    "a frame that began in a send carrying descriptors would take descriptors from an \
+     earlier send (the peer sent more descriptors than its headers declared)"
+        .into()
 }
 
 #[cfg(test)]
@@ -556,5 +646,80 @@ mod tests {
     fn hostile_eof_mid_header_and_mid_payload() {
         expect_protocol_error(&frame(b"abc", 0)[..5], 0, "5 of 8 header bytes");
         expect_protocol_error(&frame(b"abc", 1)[..10], 1, "2 of 3 payload bytes");
+    }
+
+    #[test]
+    fn pitfall_3_an_extra_fd_is_not_taken_by_the_next_sends_frame() {
+        let base = open_fd_count();
+        for split in [None, Some(1), Some(3), Some(8), Some(9)] {
+            let mut d = FrameDecoder::new(100);
+            let mut out = Vec::new();
+            let two: Vec<OwnedFd> = (0..2).map(|_| temp_file_with(b"")).collect();
+            let first = fd_inode(&two[0]);
+            d.push(&frame(b"hi", 1), two, &mut out).unwrap();
+            let next = frame(b"ok", 1);
+            let one = vec![temp_file_with(b"")];
+            let r = match split {
+                None => d.push(&next, one, &mut out),
+                Some(k) => d
+                    .push(&next[..k], one, &mut out)
+                    .and_then(|_| d.push(&next[k..], Vec::new(), &mut out)),
+            };
+            let err = r.unwrap_err();
+            assert_eq!(err.code(), "ERR_PROTOCOL", "{split:?}");
+            let why = err.to_string();
+            assert!(
+                why.contains("earlier send") || why.contains("no frame claimed"),
+                "{split:?}: {why}"
+            );
+            assert_eq!(out.len(), 1, "{split:?}: the second frame is not delivered");
+            assert_eq!(fd_inode(&out[0].fds[0]), first);
+            assert_eq!(d.queued_fds(), 0);
+        }
+        assert_eq!(open_fd_count(), base);
+    }
+
+    #[test]
+    fn hostile_fds_in_the_middle_of_a_frame() {
+        let base = open_fd_count();
+        {
+            let w = frame(b"0123456789", 0);
+            let mut d = FrameDecoder::new(100);
+            let mut out = Vec::new();
+            d.push(&w[..4], Vec::new(), &mut out).unwrap();
+            let err = d
+                .push(&w[4..9], vec![temp_file_with(b"")], &mut out)
+                .unwrap_err();
+            assert!(err.to_string().contains("middle of a frame"), "{err}");
+            assert_eq!(d.queued_fds(), 0);
+        }
+        assert_eq!(open_fd_count(), base);
+    }
+
+    #[test]
+    fn a_send_glued_behind_the_tail_of_the_previous_one_decodes() {
+        // Linux may return the end of one send and the start of the next (with its
+        // descriptors) in one receive; frames of the first send still take theirs.
+        let base = open_fd_count();
+        {
+            let mut s1 = frame(b"one", 1);
+            let one_len = s1.len();
+            s1.extend(frame(b"two", 1));
+            let s2 = frame(b"three", 1);
+            let files: Vec<OwnedFd> = (0..3).map(|_| temp_file_with(b"")).collect();
+            let ids: Vec<_> = files.iter().map(fd_inode).collect();
+            let mut files = files.into_iter();
+            let mut d = FrameDecoder::new(100);
+            let mut out = Vec::new();
+            let batch1: Vec<OwnedFd> = files.by_ref().take(2).collect();
+            d.push(&s1[..one_len + 3], batch1, &mut out).unwrap();
+            let mut rest = s1[one_len + 3..].to_vec();
+            rest.extend(&s2);
+            d.push(&rest, files.collect(), &mut out).unwrap();
+            d.finish().unwrap();
+            let got: Vec<_> = out.iter().map(|m| fd_inode(&m.fds[0])).collect();
+            assert_eq!(got, ids);
+        }
+        assert_eq!(open_fd_count(), base);
     }
 }

@@ -286,3 +286,58 @@ fn eof_mid_frame_is_a_protocol_error_and_closes_fds() {
     }
     assert_eq!(open_fd_count(), base);
 }
+
+/// Pitfall 3, the harder half: the extra descriptor of one send would be taken by the
+/// frame of the next send, which declares one of its own. That frame is not delivered
+/// with the wrong file: ERR_PROTOCOL, and every descriptor is closed. Reads of every
+/// size, so the kernel's way of splitting does not matter.
+#[test]
+fn pitfall_3_an_extra_fd_is_never_handed_to_the_next_sends_frame() {
+    let base = open_fd_count();
+    for read_size in [1usize, 3, 8, 10, 11, 4096] {
+        let (a, b) = stream_pair();
+        let files: Vec<OwnedFd> = (0..3)
+            .map(|i| temp_file_with(format!("{i}").as_bytes()))
+            .collect();
+        let send = |payload: &[u8], fds: &[OwnedFd]| {
+            let mut wire = FrameHeader::new(payload.len() as u32, 1).encode().to_vec();
+            wire.extend_from_slice(payload);
+            let borrowed: Vec<BorrowedFd<'_>> = fds.iter().map(|f| f.as_fd()).collect();
+            socketpair_core::msg::send_with_fds(
+                a.as_fd(),
+                &[std::io::IoSlice::new(&wire)],
+                &borrowed,
+            )
+            .unwrap();
+        };
+        send(b"hi", &files[..2]); // declares 1, carries 2
+        send(b"ok", &files[2..]); // declares 1, carries 1
+        drop(a);
+        let mut d = FrameDecoder::new(1024);
+        let mut out = Vec::new();
+        let mut buf = vec![0u8; read_size];
+        let err = loop {
+            let mut fds = Vec::new();
+            let r = recv_with_fds(b.as_fd(), &mut buf, MAX_FDS_PER_MESSAGE, &mut fds).unwrap();
+            let step = if r.bytes == 0 {
+                d.finish()
+            } else {
+                d.push(&buf[..r.bytes], fds, &mut out)
+            };
+            if let Err(e) = step {
+                break e;
+            }
+            assert!(r.bytes > 0, "EOF without an error (read size {read_size})");
+        };
+        assert_eq!(err.code(), "ERR_PROTOCOL", "read size {read_size}");
+        assert_eq!(
+            out.len(),
+            1,
+            "read size {read_size}: only the first frame is delivered"
+        );
+        assert_eq!(out[0].data, b"hi");
+        assert_eq!(fd_inode(&out[0].fds[0]), fd_inode(&files[0]));
+        assert_eq!(d.queued_fds(), 0);
+    }
+    assert_eq!(open_fd_count(), base);
+}
