@@ -8,7 +8,7 @@ import fs from 'node:fs'
 import { Worker } from 'node:worker_threads'
 
 import { Channel, spawn } from '..'
-import { closeAll, fixture, leakChecked, run, tempFile } from './helpers'
+import { closeAll, fixture, identity, leakChecked, run, tempFile } from './helpers'
 
 const leakFree = leakChecked(test)
 
@@ -125,4 +125,35 @@ leakFree('unref() and ref() return the channel, and a closed channel ignores the
   t.is(a.unref(), a)
   t.is(a.fd, -1)
   fs.fstatSync(0) // still alive
+})
+
+leakFree('a sender at its descriptor limit: send() throws EMFILE, queues nothing of that message, and the channel keeps working', async (t) => {
+  const file = tempFile('the one file')
+  const { child, channel } = spawn('/bin/sh', ['-c', `ulimit -n 64 && exec "${process.execPath}" "${fixture('rlimit-sender.js')}" "${file.path}"`], {
+    stdio: ['ignore', 'pipe', 'inherit'],
+  })
+  let out = ''
+  child.stdout!.on('data', (d: Buffer) => (out += d.toString()))
+  const exited = once(child, 'exit')
+  while (!out.includes('full\n')) await once(child.stdout!, 'data')
+  // Only now read: every queued message, each with the file, then "after", then the end.
+  const want = identity(file.fd)
+  let withTheFile = 0
+  let last = ''
+  channel.on('message', (m) => {
+    if (m.fds.length === 1 && identity(m.fds[0]!) === want && m.data.length === 512 * 1024) withTheFile++
+    closeAll(m.fds)
+    last = m.data.toString()
+  })
+  await new Promise((resolve) => channel.once('end', resolve))
+  channel.close()
+  const [code] = await exited
+  t.is(code, 0)
+  const report = JSON.parse(out.split('\n')[1]!)
+  t.is(report.error?.code, 'EMFILE')
+  t.is(report.queuedAfterError, report.error.queuedBefore, 'the refused message left nothing in the queue')
+  t.true(report.accepted > 0)
+  t.is(withTheFile, report.accepted, 'every accepted message arrived once, with its file')
+  t.is(last, 'after', 'and the channel kept working')
+  closeAll([file.fd])
 })
