@@ -189,15 +189,18 @@ impl WriteQueue {
         }
     }
 
-    /// Drops written bytes from the front of the buffer once they are the larger part.
+    /// Drops the frames already written from the front of the buffer once they are the
+    /// larger part. Only whole frames go: the front frame may be partly written, and
+    /// its start (`front_start`) must stay in the buffer for the boundary bookkeeping.
     fn compact(&mut self) {
-        if self.sent > 0 && self.sent >= self.buf.len() / 2 {
-            self.buf.drain(..self.sent);
+        let cut = self.front_start;
+        if cut > 0 && cut >= self.buf.len() / 2 {
+            self.buf.drain(..cut);
             for q in self.frames.iter_mut() {
-                q.end -= self.sent;
+                q.end -= cut;
             }
-            self.front_start -= self.sent;
-            self.sent = 0;
+            self.sent -= cut;
+            self.front_start = 0;
         }
     }
 }
@@ -362,5 +365,41 @@ mod tests {
         assert_eq!(q.flush(a.as_fd()).unwrap(), Flush::Done);
         let got = read_all(b.as_fd(), 1);
         assert_eq!(got[0].data, payload);
+    }
+
+    #[test]
+    fn pushing_while_the_front_frame_is_partly_written_keeps_the_bookkeeping() {
+        // Found by the soak: a frame pushed while most of the buffer is a partly written
+        // front frame used to underflow the boundary offset (a panic in debug builds).
+        let base = open_fd_count();
+        {
+            let (a, b) = socketpair(SocketKind::Stream, PairOptions::default()).unwrap();
+            set_nonblocking(a.as_fd(), true).unwrap();
+            let file = temp_file_with(b"second");
+            let mut q = WriteQueue::new();
+            q.push(FrameHeader::new(8, 0), b"written!", Vec::new());
+            assert_eq!(q.flush(a.as_fd()).unwrap(), Flush::Done);
+            let big = vec![5u8; 300 << 10];
+            q.push(FrameHeader::new(big.len() as u32, 0), &big, Vec::new());
+            assert_eq!(q.flush(a.as_fd()).unwrap(), Flush::WouldBlock);
+            assert!(q.sent > q.front_start, "the front frame is partly written");
+            q.push(
+                FrameHeader::new(6, 1),
+                b"second",
+                vec![dup_for_queue(file.as_fd()).unwrap()],
+            );
+            let got = std::thread::scope(|s| {
+                let r = s.spawn(|| read_all(b.as_fd(), 3));
+                while q.flush(a.as_fd()).unwrap() == Flush::WouldBlock {
+                    std::thread::sleep(std::time::Duration::from_micros(200));
+                }
+                r.join().unwrap()
+            });
+            assert_eq!(got[0].data, b"written!");
+            assert!(got[1].data == big && got[1].fds.is_empty());
+            assert_eq!(got[2].data, b"second");
+            assert_eq!(fd_inode(&got[2].fds[0]), fd_inode(&file));
+        }
+        assert_eq!(open_fd_count(), base);
     }
 }
