@@ -184,7 +184,13 @@ function beginFinish() {
 }
 
 const rss = []
-const sampler = setInterval(() => rss.push(process.memoryUsage().rss), 1000)
+const heap = [] // heapTotal + external: the part of RSS that V8 accounts for
+const sampler = setInterval(() => {
+  if (typeof global.gc === 'function') global.gc() // node --expose-gc: sample live memory only
+  const m = process.memoryUsage()
+  rss.push(m.rss)
+  heap.push(m.heapTotal + m.external)
+}, 1000)
 
 function finish() {
   clearInterval(sampler)
@@ -213,6 +219,7 @@ function finish() {
     console.log(`open descriptors: baseline ${baseline}, at the end ${fdsNow}`)
     if (fdsNow !== baseline) console.log(`  baseline: ${baselineList.join(' ')}\n  now: ${listFds().join(' ')}`)
     console.log(`RSS MiB every ${step} s: ${curve.join(' ')}`)
+    console.log(`V8 heap (committed) + external MiB every ${step} s: ${heap.filter((_, i) => i % step === 0).map(mib).join(' ')}`)
     console.log(`RSS: ${mib(early)} MiB early, ${mib(late)} MiB late, peak ${mib(Math.max(...rss))} MiB — ${flat ? 'flat' : 'GROWING'}`)
     const ok = stats.failures.length === 0 && fdsNow === baseline && flat && stats.verified > 0
     console.log(ok ? 'soak: PASS' : `soak: FAIL (${stats.failures.length} failures)`)

@@ -131,6 +131,10 @@ impl WriteQueue {
             self.advance(sent.0, sent.1, end);
         }
         self.buf.clear();
+        if self.buf.capacity() > RETAINED_CAPACITY {
+            // A burst of large frames should not pin its peak in an idle channel.
+            self.buf.shrink_to(RETAINED_CAPACITY);
+        }
         self.sent = 0;
         self.front_start = 0;
         Ok(Flush::Done)
@@ -204,6 +208,9 @@ impl WriteQueue {
         }
     }
 }
+
+/// The buffer capacity an emptied queue keeps for the next burst.
+const RETAINED_CAPACITY: usize = 256 << 10;
 
 /// Past this many bytes a batch stops taking more frames (one sendmsg need not carry
 /// everything; the next iteration sends the rest).
@@ -401,5 +408,25 @@ mod tests {
             assert_eq!(fd_inode(&got[2].fds[0]), fd_inode(&file));
         }
         assert_eq!(open_fd_count(), base);
+    }
+
+    #[test]
+    fn an_emptied_queue_gives_back_the_memory_of_a_burst() {
+        // The soak's RSS grew with every channel's largest burst until this.
+        let (a, b) = socketpair(SocketKind::Stream, PairOptions::default()).unwrap();
+        set_nonblocking(a.as_fd(), true).unwrap();
+        let mut q = WriteQueue::new();
+        for _ in 0..4 {
+            q.push(FrameHeader::new(1 << 20, 0), &vec![1u8; 1 << 20], Vec::new());
+        }
+        assert!(q.buf.capacity() >= 4 << 20);
+        std::thread::scope(|s| {
+            let r = s.spawn(|| read_all(b.as_fd(), 4));
+            while q.flush(a.as_fd()).unwrap() == Flush::WouldBlock {
+                std::thread::sleep(std::time::Duration::from_micros(200));
+            }
+            assert_eq!(r.join().unwrap().len(), 4);
+        });
+        assert!(q.buf.capacity() <= RETAINED_CAPACITY);
     }
 }
