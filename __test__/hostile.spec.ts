@@ -53,7 +53,7 @@ async function runScenario(scenario: string, options: { kill?: boolean } = {}): 
   if (!(await bystanderWorks(bystander))) throw new Error('the bystander channel stopped working')
   bystander[0].close()
   bystander[1].close()
-  await Promise.all(bystander.map((c) => new Promise((resolve) => c.once('close', resolve))))
+  await Promise.all(bystander.map((c) => new Promise<void>((resolve) => c.once('close', () => resolve()))))
   return { events, exitCode: code }
 }
 
@@ -125,7 +125,7 @@ leakFree('a peer that does not read for 2 s: send() returns false, the queue sto
     }
   }
   channel.end()
-  await new Promise((resolve) => channel.once('close', resolve))
+  await new Promise<void>((resolve) => channel.once('close', () => resolve()))
   const [code] = await exited
   t.is(code, 0)
   const report = JSON.parse(out) as { count: number; inOrder: boolean; bytes: number }

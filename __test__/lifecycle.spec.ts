@@ -145,7 +145,7 @@ leakFree('a sender at its descriptor limit: send() throws EMFILE, queues nothing
     closeAll(m.fds)
     last = m.data.toString()
   })
-  await new Promise((resolve) => channel.once('end', resolve))
+  await new Promise<void>((resolve) => channel.once('end', () => resolve()))
   channel.close()
   const [code] = await exited
   t.is(code, 0)
