@@ -35,7 +35,7 @@ async function runScenario(scenario: string, options: { kill?: boolean } = {}): 
     stdio: ['ignore', 'pipe', 'inherit'],
     channel: { maxMessageBytes: 1024 },
   })
-  const exited = once(child, 'exit') as Promise<[number | null, string | null]>
+  const exited = once(child, 'close') // after its stdio pipes have closed too as Promise<[number | null, string | null]>
   const events: string[] = []
   channel.on('message', (m: Message) => {
     events.push(`message:${m.data.toString()}[${m.fds.map(readThrough).join(',')}]`)
@@ -95,7 +95,7 @@ leakFree('a peer that does not read for 2 s: send() returns false, the queue sto
   const { child, channel } = spawn('python3', [fixture('slow_reader.py'), '2.0'], { stdio: ['ignore', 'pipe', 'inherit'] })
   let out = ''
   child.stdout!.on('data', (d: Buffer) => (out += d.toString()))
-  const exited = once(child, 'exit')
+  const exited = once(child, 'close')
   const chunk = Buffer.alloc(64 * 1024, 0x61)
   let seq = 0
   const next = (): Buffer => {

@@ -134,7 +134,7 @@ leakFree('a sender at its descriptor limit: send() throws EMFILE, queues nothing
   })
   let out = ''
   child.stdout!.on('data', (d: Buffer) => (out += d.toString()))
-  const exited = once(child, 'exit')
+  const exited = once(child, 'close') // 'exit' can come before the stdout pipe is closed
   while (!out.includes('full\n')) await once(child.stdout!, 'data')
   // Only now read: every queued message, each with the file, then "after", then the end.
   const want = identity(file.fd)

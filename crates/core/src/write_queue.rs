@@ -417,7 +417,11 @@ mod tests {
         set_nonblocking(a.as_fd(), true).unwrap();
         let mut q = WriteQueue::new();
         for _ in 0..4 {
-            q.push(FrameHeader::new(1 << 20, 0), &vec![1u8; 1 << 20], Vec::new());
+            q.push(
+                FrameHeader::new(1 << 20, 0),
+                &vec![1u8; 1 << 20],
+                Vec::new(),
+            );
         }
         assert!(q.buf.capacity() >= 4 << 20);
         std::thread::scope(|s| {
