@@ -11,6 +11,7 @@
 //   SOAK_CHILDREN=64         children alive at a time (default 64)
 //   SOAK_RESTARTS=200        children restarted during the run (default 200; half SIGKILL)
 //   SOAK_SEED=1              seed of the random choices (default: random, printed)
+//   SOAK_FRESH_BUFFERS=1     allocate each payload anew instead of reusing one buffer
 'use strict'
 const fs = require('node:fs')
 const os = require('node:os')
@@ -23,6 +24,8 @@ const CHILDREN = Number(process.env.SOAK_CHILDREN || 64)
 const RESTARTS = Number(process.env.SOAK_RESTARTS || 200)
 const SEED = Number(process.env.SOAK_SEED || Math.floor(Math.random() * 2 ** 31))
 const CHILD = path.join(__dirname, 'soak', 'child.js')
+const FRESH_BUFFERS = process.env.SOAK_FRESH_BUFFERS === '1'
+const scratch = Buffer.alloc(9 + 1024 * 1024)
 const FD_DIR = '/proc/self/fd'
 
 let rngState = BigInt(SEED) | 1n
@@ -126,7 +129,10 @@ function settle(slot) {
 function sendOne(slot) {
   const seq = slot.sent
   const len = payloadLength()
-  const buf = Buffer.allocUnsafe(len)
+  // One scratch buffer, stamped per message: send() copies what it queues, so the
+  // caller may reuse its memory at once, and the allocations measured are the channel's,
+  // not this load generator's (SOAK_FRESH_BUFFERS=1 allocates one per message instead).
+  const buf = FRESH_BUFFERS ? Buffer.allocUnsafe(len) : scratch.subarray(0, len)
   const nfds = rand() < 0.05 ? 1 + below(3) : 0
   const fill = (seq * 7) % 251
   buf.writeUInt32LE(seq, 0)

@@ -333,12 +333,11 @@ mod tests {
             assert_eq!(q.flush(a.as_fd()).unwrap(), Flush::WouldBlock);
             let got = std::thread::scope(|s| {
                 let r = s.spawn(|| read_all(b.as_fd(), 400));
-                let mut spins = 0;
+                // (The first flush above already hit a full socket; how many more it
+                // takes depends on the reader thread's timing, so it is not asserted.)
                 while q.flush(a.as_fd()).unwrap() == Flush::WouldBlock {
-                    spins += 1;
                     std::thread::sleep(std::time::Duration::from_micros(200));
                 }
-                assert!(spins > 0);
                 r.join().unwrap()
             });
             assert_eq!(got.len(), 400);
