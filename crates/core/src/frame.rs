@@ -215,9 +215,8 @@ pub struct FrameDecoder {
 /// [`FrameDecoder::check_new_batch`].
 #[derive(Debug, Default)]
 struct ReadSummary {
-    /// At least one header began (its first byte was) in these bytes.
-    begun: bool,
-    /// The header that began last in these bytes, if any.
+    /// The header that began last (its first byte was) in these bytes; `None` if no
+    /// header began in them.
     last: Option<LastHeader>,
 }
 
@@ -343,7 +342,7 @@ impl FrameDecoder {
     ///    end of the receive began at or after the sendmsg's start too, so it may not
     ///    claim them later either).
     fn check_new_batch(&mut self, summary: &ReadSummary, out: &mut Vec<Message>) -> Result<()> {
-        if !summary.begun {
+        if summary.last.is_none() {
             return self.fail(
                 "descriptors arrived in the middle of a frame (a send that carries descriptors \
                  must begin at a frame boundary)"
@@ -358,7 +357,12 @@ impl FrameDecoder {
                 if let Some(at) = delivered_at {
                     out.truncate(at); // closes the descriptors it took
                 }
-                return self.fail(stale_claim_message());
+                return self.fail(
+                    "a frame that began in a send carrying descriptors would take descriptors \
+                     from an earlier send (the peer sent more descriptors than its headers \
+                     declared)"
+                        .into(),
+                );
             }
             _ => {}
         }
@@ -402,7 +406,6 @@ impl FrameDecoder {
             match &mut self.state {
                 State::Header { buf, have } => {
                     if *have == 0 {
-                        summary.begun = true;
                         summary.last = Some(LastHeader::Pending);
                     }
                     let take = (HEADER_LEN - *have).min(input.len());
@@ -472,12 +475,6 @@ fn mark_delivered(summary: &mut ReadSummary, at: usize) {
             *delivered_at = Some(at);
         }
     }
-}
-
-fn stale_claim_message() -> String {
-    "a frame that began in a send carrying descriptors would take descriptors from an \
-     earlier send (the peer sent more descriptors than its headers declared)"
-        .into()
 }
 
 #[cfg(test)]
