@@ -9,7 +9,7 @@ import fs from 'node:fs'
 import net from 'node:net'
 
 import { Channel, MAX_FDS_PER_MESSAGE, type Message, recvmsg, sendmsg, socketpair, spawn } from '..'
-import { closeAll, fixture, identity, leakChecked, readThrough, tempFile } from './helpers'
+import { closeAll, closing, fixture, identity, leakChecked, readThrough, tempFile } from './helpers'
 
 const leakFree = leakChecked(test)
 
@@ -30,16 +30,6 @@ function collect(channel: Channel, count: number): Promise<Message[]> {
     channel.on('message', onMessage)
     channel.once('error', reject)
   })
-}
-
-/**
- * Resolves once `channel` has emitted 'close' (at once if it has already: 'close' is
- * emitted on the tick after `closed` turns true). Unlike events.once, an 'error' event
- * does not reject it.
- */
-function closing(channel: Channel): Promise<void> {
-  if (channel.closed) return new Promise((resolve) => setImmediate(resolve))
-  return new Promise((resolve) => channel.once('close', () => resolve()))
 }
 
 /** Closes both ends of a pair and resolves once both have emitted 'close'. */

@@ -8,6 +8,8 @@ import os from 'node:os'
 import path from 'node:path'
 import type { ExecutionContext, TestFn } from 'ava'
 
+import type { Channel } from '..'
+
 /** The directory listing this process's open descriptors. */
 const FD_DIR = fs.existsSync('/proc/self/fd') ? '/proc/self/fd' : '/dev/fd'
 
@@ -73,6 +75,16 @@ export function run(
     })
   })
   return { child, exited, stdout: () => out, stderr: () => err }
+}
+
+/**
+ * Resolves once `channel` has emitted 'close' (at once if it has already: 'close' is
+ * emitted on the tick after `closed` turns true). Unlike events.once, an 'error' event
+ * does not reject it.
+ */
+export function closing(channel: Channel): Promise<void> {
+  if (channel.closed) return new Promise((resolve) => setImmediate(resolve))
+  return new Promise((resolve) => channel.once('close', () => resolve()))
 }
 
 /** Path of a fixture script. */

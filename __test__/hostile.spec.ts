@@ -9,7 +9,7 @@ import test from 'ava'
 import { once } from 'node:events'
 
 import { Channel, type Message, spawn } from '..'
-import { closeAll, fixture, leakChecked, readThrough } from './helpers'
+import { closeAll, closing, fixture, leakChecked, readThrough } from './helpers'
 
 const leakFree = leakChecked(test)
 
@@ -35,7 +35,8 @@ async function runScenario(scenario: string, options: { kill?: boolean } = {}): 
     stdio: ['ignore', 'pipe', 'inherit'],
     channel: { maxMessageBytes: 1024 },
   })
-  const exited = once(child, 'close') // after its stdio pipes have closed too as Promise<[number | null, string | null]>
+  // 'close' rather than 'exit': it also waits for the child's stdio pipes to close.
+  const exited = once(child, 'close') as Promise<[number | null, string | null]>
   const events: string[] = []
   channel.on('message', (m: Message) => {
     events.push(`message:${m.data.toString()}[${m.fds.map(readThrough).join(',')}]`)
@@ -43,7 +44,7 @@ async function runScenario(scenario: string, options: { kill?: boolean } = {}): 
   })
   channel.on('end', () => events.push('end'))
   channel.on('error', (e: NodeJS.ErrnoException) => events.push(`error:${e.code}`))
-  const closed = new Promise<void>((resolve) => channel.once('close', () => resolve())).then(() => events.push('close'))
+  const closed = closing(channel).then(() => events.push('close'))
   if (options.kill) {
     await once(child.stdout!, 'data')
     child.kill('SIGKILL')
@@ -53,7 +54,7 @@ async function runScenario(scenario: string, options: { kill?: boolean } = {}): 
   if (!(await bystanderWorks(bystander))) throw new Error('the bystander channel stopped working')
   bystander[0].close()
   bystander[1].close()
-  await Promise.all(bystander.map((c) => new Promise<void>((resolve) => c.once('close', () => resolve()))))
+  await Promise.all(bystander.map(closing))
   return { events, exitCode: code }
 }
 
@@ -125,7 +126,7 @@ leakFree('a peer that does not read for 2 s: send() returns false, the queue sto
     }
   }
   channel.end()
-  await new Promise<void>((resolve) => channel.once('close', () => resolve()))
+  await closing(channel)
   const [code] = await exited
   t.is(code, 0)
   const report = JSON.parse(out) as { count: number; inOrder: boolean; bytes: number }

@@ -8,13 +8,9 @@ import fs from 'node:fs'
 import { Worker } from 'node:worker_threads'
 
 import { Channel, spawn } from '..'
-import { closeAll, fixture, identity, leakChecked, run, tempFile } from './helpers'
+import { closeAll, closing, fixture, identity, leakChecked, run, tempFile } from './helpers'
 
 const leakFree = leakChecked(test)
-
-function waitClose(channel: Channel): Promise<void> {
-  return new Promise((resolve) => channel.once('close', () => resolve()))
-}
 
 leakFree('pitfall 15: several worker threads load, use and close channels; the main thread keeps working', async (t) => {
   const [mainA, mainB] = Channel.pair()
@@ -34,7 +30,7 @@ leakFree('pitfall 15: several worker threads load, use and close channels; the m
   t.deepEqual(mainReceived, ['still working'])
   mainA.close()
   mainB.close()
-  await waitClose(mainB)
+  await closing(mainB)
 })
 
 leakFree('pitfall 15: terminating a worker with open channels closes them (no leak, no crash)', async (t) => {
@@ -49,7 +45,7 @@ leakFree('pitfall 15: terminating a worker with open channels closes them (no le
   t.is(await got, 'after the worker')
   a.close()
   b.close()
-  await waitClose(b)
+  await closing(b)
 })
 
 async function exitsWithin(mode: string, ms: number): Promise<{ exited: boolean; out: string }> {
@@ -94,7 +90,7 @@ leakFree('pitfall 11: a receiver at its descriptor limit gets ERR_FDS_TRUNCATED,
   child.stdout!.on('data', (d: Buffer) => (out += d.toString()))
   const exited = once(child, 'exit')
   const file = tempFile('many copies of me')
-  const closed = waitClose(channel)
+  const closed = closing(channel)
   channel.on('error', () => {}) // EPIPE once the child has given up is expected
   channel.on('message', () => {})
   // One message per turn, so that each goes in its own sendmsg (frames sent in one turn
