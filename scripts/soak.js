@@ -59,7 +59,7 @@ const fileIds = fileFds.map((fd) => {
   return `${s.dev}:${s.ino}`
 })
 
-// A pool of payloads per size class, stamped per message (seq, count, fill).
+// Payload sizes: mostly small, a few up to 1 MiB.
 function payloadLength() {
   const r = rand()
   if (r < 0.6) return 9 + below(120)

@@ -6,6 +6,7 @@
 'use strict'
 const fs = require('node:fs')
 const { Channel } = require('../..')
+const { identity } = require('../../__test__/fixtures/identity')
 
 const files = process.env.SOAK_FILE_IDS.split(',')
 const channel = Channel.fromParent()
@@ -13,11 +14,6 @@ let next = 0
 let bad = 0
 let fds = 0
 const firstBad = []
-
-function identity(fd) {
-  const s = fs.fstatSync(fd)
-  return `${s.dev}:${s.ino}`
-}
 
 channel.on('message', (m) => {
   const d = m.data
