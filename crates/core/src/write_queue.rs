@@ -130,10 +130,13 @@ impl WriteQueue {
             };
             self.advance(sent.0, sent.1, end);
         }
-        self.buf.clear();
         if self.buf.capacity() > RETAINED_CAPACITY {
-            // A burst of large frames should not pin its peak in an idle channel.
-            self.buf.shrink_to(RETAINED_CAPACITY);
+            // A burst of large frames should not pin its peak in an idle channel. A new
+            // buffer rather than shrink_to: the large one goes back whole to the
+            // allocator's cache of mappings (crate::alloc), for the next burst to reuse.
+            self.buf = Vec::with_capacity(RETAINED_CAPACITY);
+        } else {
+            self.buf.clear();
         }
         self.sent = 0;
         self.front_start = 0;
