@@ -34,6 +34,12 @@ const STREAM_READ_BYTES: usize = 256 << 10;
 /// A payload still missing at least this much is received into its own buffer.
 const DIRECT_READ_BYTES: usize = 64 << 10;
 
+/// A read stops once the messages it completed hold this many payload bytes, leaving
+/// the rest for the next call: large messages then reach the caller one or two at a
+/// time instead of dozens (32 direct reads of 1 MiB would hold 32 MiB before any is
+/// delivered), and their buffers are freed, and reused, as they go.
+pub const READ_BATCH_BYTES: usize = 1 << 20;
+
 /// The largest record a record channel receives (records are bounded by the socket
 /// buffers anyway: about 208 KiB by default on Linux). The buffer is only touched as
 /// far as records fill it.
@@ -240,7 +246,11 @@ impl ChannelCore {
         if self.read_buf.is_empty() {
             self.read_buf = vec![0u8; STREAM_READ_BYTES];
         }
+        let mut batch_bytes = 0;
         for _ in 0..max_reads {
+            if batch_bytes >= READ_BATCH_BYTES {
+                return Ok(ReadStatus::Budget);
+            }
             let mut fds = Vec::new();
             // A large payload in progress is received straight into its own buffer.
             let direct = match self.decoder.payload_buffer() {
@@ -294,6 +304,7 @@ impl ChannelCore {
                     return Ok(ReadStatus::Drained);
                 }
             }
+            batch_bytes += out.iter().skip(before).map(|m| m.data.len()).sum::<usize>();
         }
         Ok(ReadStatus::Budget)
     }
@@ -303,7 +314,11 @@ impl ChannelCore {
             let size = (self.max_message_bytes + HEADER_LEN).min(RECORD_READ_BYTES) + 1;
             self.read_buf = vec![0u8; size];
         }
+        let mut batch_bytes = 0;
         for _ in 0..max_reads {
+            if batch_bytes >= READ_BATCH_BYTES {
+                return Ok(ReadStatus::Budget);
+            }
             let mut fds = Vec::new();
             let r = match recv_with_fds(
                 self.fd.as_fd(),
@@ -325,11 +340,9 @@ impl ChannelCore {
                     max: Some(self.max_message_bytes.min(RECORD_READ_BYTES - HEADER_LEN)),
                 });
             }
-            out.push(parse_record(
-                &self.read_buf[..r.bytes],
-                fds,
-                self.max_message_bytes,
-            )?);
+            let message = parse_record(&self.read_buf[..r.bytes], fds, self.max_message_bytes)?;
+            batch_bytes += message.data.len();
+            out.push(message);
         }
         Ok(ReadStatus::Budget)
     }
@@ -497,6 +510,48 @@ mod tests {
             assert_eq!(got[0].fds.len(), 1);
             assert_eq!(got[1].data, b"after");
             assert_eq!(fd_inode(&got[1].fds[0]), fd_inode(&file));
+        }
+        assert_eq!(open_fd_count(), base);
+    }
+
+    #[test]
+    fn a_read_hands_over_about_read_batch_bytes_at_a_time() {
+        const N: usize = 12;
+        const SIZE: usize = 400 << 10;
+        let base = open_fd_count();
+        {
+            let (mut a, mut b) = pair(SocketKind::Stream);
+            for i in 0..N {
+                a.send(&vec![i as u8; SIZE], &[]).unwrap();
+            }
+            // Fill the kernel buffers (about 2 MiB: five messages) before the first read.
+            assert_eq!(a.flush().unwrap(), Flush::WouldBlock);
+            let mut got = Vec::new();
+            let mut calls = Vec::new();
+            while got.len() < N {
+                let mut out = Vec::new();
+                let status = b.read(32, &mut out).unwrap();
+                let bytes: usize = out.iter().map(|m| m.data.len()).sum();
+                // The read stops at the first message that reaches the batch size.
+                assert!(
+                    bytes < READ_BATCH_BYTES + SIZE,
+                    "{} messages in one read",
+                    out.len()
+                );
+                calls.push((out.len(), status));
+                got.append(&mut out);
+                let _ = a.flush().unwrap();
+            }
+            assert!(
+                calls.iter().any(|&(_, s)| s == ReadStatus::Budget),
+                "some read stopped at the batch size: {calls:?}"
+            );
+            for (i, m) in got.iter().enumerate() {
+                assert!(
+                    m.data.len() == SIZE && m.data.iter().all(|&x| x == i as u8),
+                    "{i}"
+                );
+            }
         }
         assert_eq!(open_fd_count(), base);
     }
