@@ -90,7 +90,7 @@ fn is_mapped(layout: Layout) -> bool {
 /// The length of the mapping that serves `size` bytes: `size` rounded up to a quarter
 /// step of its power of two (a multiple of the page size, for sizes from MAPPED_BYTES).
 fn class(size: usize) -> usize {
-    let top = usize::BITS - 1 - size.leading_zeros();
+    let top = (usize::BITS - 1).saturating_sub(size.leading_zeros());
     let step = (1usize << top.saturating_sub(2)).max(MIN_PAGE);
     size.div_ceil(step).saturating_mul(step)
 }
@@ -249,11 +249,11 @@ impl Pages {
         // SAFETY (for the Layout): the caller guarantees new_size, rounded up to the
         // alignment, does not overflow isize.
         let new_layout = unsafe { Layout::from_size_align_unchecked(new_size, layout.align()) };
-        let (old_len, new_len) = (class(layout.size()), class(new_size));
         let q = match (is_mapped(layout), is_mapped(new_layout)) {
             // SAFETY: both small: System's own pointer, layout and new size.
             (false, false) => return unsafe { System.realloc(p, layout, new_size) },
             (true, true) => {
+                let (old_len, new_len) = (class(layout.size()), class(new_size));
                 if new_len == old_len {
                     return p; // the mapping already covers the new size
                 }
@@ -408,6 +408,7 @@ mod tests {
         assert_eq!(class(1 << 20), 1 << 20);
         assert_eq!(class((1 << 20) + 1), (1 << 20) + (256 << 10));
         assert_eq!(class(usize::MAX), usize::MAX); // saturates instead of overflowing
+        assert_eq!(class(0), 0);
     }
 
     #[test]
@@ -580,6 +581,40 @@ mod tests {
             fill(q, new, 6);
             unsafe { unmap(q, new) };
         }
+    }
+
+    #[test]
+    fn threads_sharing_the_cache_never_get_the_same_mapping() {
+        // Four threads allocate, fill, grow and free mappings of a few classes at once:
+        // a mapping handed to two of them would show as the other's bytes.
+        let pages = Pages::new();
+        std::thread::scope(|s| {
+            for t in 0..4u8 {
+                let pages = &pages;
+                s.spawn(move || {
+                    for i in 0..100usize {
+                        let size = [MAPPED_BYTES, 200 << 10, 1 << 20][i % 3];
+                        let p = unsafe { pages.alloc(layout(size)) };
+                        assert!(!p.is_null());
+                        fill(p, size, t);
+                        let q = unsafe { pages.realloc(p, layout(size), size * 2) };
+                        assert!(!q.is_null());
+                        check(q, size, t);
+                        unsafe { pages.dealloc(q, layout(size * 2)) };
+                    }
+                });
+            }
+        });
+        let (bytes, sum) = pages
+            .with_cache(|c| {
+                (
+                    c.bytes,
+                    c.slots.iter().flatten().map(|s| s.len).sum::<usize>(),
+                )
+            })
+            .unwrap();
+        assert_eq!(bytes, sum);
+        assert!(bytes <= CACHED_BYTES);
     }
 
     #[test]
