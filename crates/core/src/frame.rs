@@ -211,15 +211,9 @@ pub struct FrameDecoder {
     failed: bool,
 }
 
-/// What one receive's bytes did to the headers, for the checks in
-/// [`FrameDecoder::check_new_batch`].
-#[derive(Debug, Default)]
-struct ReadSummary {
-    /// The header that began last (its first byte was) in these bytes; `None` if no
-    /// header began in them.
-    last: Option<LastHeader>,
-}
-
+/// The header that began last (its first byte was) in one receive's bytes, for the
+/// checks in [`FrameDecoder::check_new_batch`]; decoding a receive in which no header
+/// began yields `None`.
 #[derive(Debug)]
 enum LastHeader {
     /// Its 8 bytes are not all here yet.
@@ -263,15 +257,15 @@ impl FrameDecoder {
             return Err(Error::Protocol("the stream already failed".into()));
         }
         let new_batch = self.take_batch(fds, !bytes.is_empty())?;
-        let summary = match self.decode(bytes, out) {
-            Ok(summary) => summary,
+        let last = match self.decode(bytes, out) {
+            Ok(last) => last,
             Err(e) => {
                 self.reset();
                 return Err(e);
             }
         };
         if new_batch {
-            self.check_new_batch(&summary, out)?;
+            self.check_new_batch(last, out)?;
         }
         Ok(())
     }
@@ -298,7 +292,7 @@ impl FrameDecoder {
         let new_batch = self.take_batch(fds, true)?;
         if new_batch {
             // These bytes are all inside one payload: no header began in them.
-            return self.check_new_batch(&ReadSummary::default(), out);
+            return self.check_new_batch(None, out);
         }
         if let State::Payload { len, data, .. } = &self.state {
             if data.len() == *len {
@@ -341,15 +335,15 @@ impl FrameDecoder {
     /// 3. after it, every older batch has been claimed (a header still incomplete at the
     ///    end of the receive began at or after the sendmsg's start too, so it may not
     ///    claim them later either).
-    fn check_new_batch(&mut self, summary: &ReadSummary, out: &mut Vec<Message>) -> Result<()> {
-        if summary.last.is_none() {
-            return self.fail(
-                "descriptors arrived in the middle of a frame (a send that carries descriptors \
-                 must begin at a frame boundary)"
-                    .into(),
-            );
-        }
-        match summary.last {
+    fn check_new_batch(&mut self, last: Option<LastHeader>, out: &mut Vec<Message>) -> Result<()> {
+        match last {
+            None => {
+                return self.fail(
+                    "descriptors arrived in the middle of a frame (a send that carries \
+                     descriptors must begin at a frame boundary)"
+                        .into(),
+                );
+            }
             Some(LastHeader::Claimed {
                 batch: Some(b),
                 delivered_at,
@@ -400,13 +394,13 @@ impl FrameDecoder {
         Ok(())
     }
 
-    fn decode(&mut self, mut input: &[u8], out: &mut Vec<Message>) -> Result<ReadSummary> {
-        let mut summary = ReadSummary::default();
+    fn decode(&mut self, mut input: &[u8], out: &mut Vec<Message>) -> Result<Option<LastHeader>> {
+        let mut last = None;
         while !input.is_empty() {
             match &mut self.state {
                 State::Header { buf, have } => {
                     if *have == 0 {
-                        summary.last = Some(LastHeader::Pending);
+                        last = Some(LastHeader::Pending);
                     }
                     let take = (HEADER_LEN - *have).min(input.len());
                     buf[*have..*have + take].copy_from_slice(&input[..take]);
@@ -415,15 +409,15 @@ impl FrameDecoder {
                     if *have == HEADER_LEN {
                         let header = FrameHeader::decode(buf, self.max_message_bytes)?;
                         let (fds, batch) = self.fds.take(header.nfds as usize)?;
-                        if matches!(summary.last, Some(LastHeader::Pending)) {
-                            summary.last = Some(LastHeader::Claimed {
+                        if matches!(last, Some(LastHeader::Pending)) {
+                            last = Some(LastHeader::Claimed {
                                 batch,
                                 delivered_at: None,
                             });
                         }
                         let len = header.len as usize;
                         if len == 0 {
-                            mark_delivered(&mut summary, out.len());
+                            mark_delivered(&mut last, out.len());
                             out.push(Message {
                                 data: Vec::new(),
                                 fds,
@@ -445,14 +439,14 @@ impl FrameDecoder {
                         if let State::Payload { data, fds, .. } =
                             std::mem::replace(&mut self.state, State::start())
                         {
-                            mark_delivered(&mut summary, out.len());
+                            mark_delivered(&mut last, out.len());
                             out.push(Message { data, fds });
                         }
                     }
                 }
             }
         }
-        Ok(summary)
+        Ok(last)
     }
 
     fn fail(&mut self, what: String) -> Result<()> {
@@ -469,8 +463,8 @@ impl FrameDecoder {
 
 /// The message at `at` in `out` completes the frame whose header began last in this
 /// receive, if that header completed in it too.
-fn mark_delivered(summary: &mut ReadSummary, at: usize) {
-    if let Some(LastHeader::Claimed { delivered_at, .. }) = &mut summary.last {
+fn mark_delivered(last: &mut Option<LastHeader>, at: usize) {
+    if let Some(LastHeader::Claimed { delivered_at, .. }) = last {
         if delivered_at.is_none() {
             *delivered_at = Some(at);
         }
