@@ -20,6 +20,15 @@ fn stream_pair() -> (OwnedFd, OwnedFd) {
     socket::socketpair(SocketKind::Stream, PairOptions::default()).unwrap()
 }
 
+/// Sends, in one sendmsg, a header declaring `len` and `nfds` (whatever actually
+/// follows), `payload`, and the descriptors `fds`: for peers that break the rules.
+fn send_raw(fd: BorrowedFd<'_>, len: u32, nfds: u16, payload: &[u8], fds: &[OwnedFd]) {
+    let mut wire = FrameHeader::new(len, nfds).encode().to_vec();
+    wire.extend_from_slice(payload);
+    let borrowed: Vec<BorrowedFd<'_>> = fds.iter().map(|f| f.as_fd()).collect();
+    socketpair_core::msg::send_with_fds(fd, &[std::io::IoSlice::new(&wire)], &borrowed).unwrap();
+}
+
 /// A message to send: payload, and files whose descriptors ride with it.
 struct Outgoing {
     payload: Vec<u8>,
@@ -244,11 +253,7 @@ fn pitfall_3_extra_fds_from_a_real_peer() {
     {
         let (a, b) = stream_pair();
         let files: Vec<OwnedFd> = (0..3).map(|_| temp_file_with(b"")).collect();
-        let borrowed: Vec<BorrowedFd<'_>> = files.iter().map(|f| f.as_fd()).collect();
-        let mut wire = FrameHeader::new(2, 1).encode().to_vec();
-        wire.extend_from_slice(b"hi");
-        socketpair_core::msg::send_with_fds(a.as_fd(), &[std::io::IoSlice::new(&wire)], &borrowed)
-            .unwrap();
+        send_raw(a.as_fd(), 2, 1, b"hi", &files);
         drop(a);
         let mut d = FrameDecoder::new(1024);
         let first = read_messages(b.as_fd(), &mut d, 4096).unwrap().unwrap();
@@ -273,15 +278,7 @@ fn eof_mid_frame_is_a_protocol_error_and_closes_fds() {
     let base = open_fd_count();
     {
         let (a, b) = stream_pair();
-        let file = temp_file_with(b"");
-        let mut wire = FrameHeader::new(100, 1).encode().to_vec();
-        wire.extend_from_slice(&[7u8; 40]);
-        socketpair_core::msg::send_with_fds(
-            a.as_fd(),
-            &[std::io::IoSlice::new(&wire)],
-            &[file.as_fd()],
-        )
-        .unwrap();
+        send_raw(a.as_fd(), 100, 1, &[7u8; 40], &[temp_file_with(b"")]);
         drop(a);
         let mut d = FrameDecoder::new(1024);
         let err = read_messages(b.as_fd(), &mut d, 4096).unwrap_err();
@@ -303,19 +300,8 @@ fn pitfall_3_an_extra_fd_is_never_handed_to_the_next_sends_frame() {
         let files: Vec<OwnedFd> = (0..3)
             .map(|i| temp_file_with(format!("{i}").as_bytes()))
             .collect();
-        let send = |payload: &[u8], fds: &[OwnedFd]| {
-            let mut wire = FrameHeader::new(payload.len() as u32, 1).encode().to_vec();
-            wire.extend_from_slice(payload);
-            let borrowed: Vec<BorrowedFd<'_>> = fds.iter().map(|f| f.as_fd()).collect();
-            socketpair_core::msg::send_with_fds(
-                a.as_fd(),
-                &[std::io::IoSlice::new(&wire)],
-                &borrowed,
-            )
-            .unwrap();
-        };
-        send(b"hi", &files[..2]); // declares 1, carries 2
-        send(b"ok", &files[2..]); // declares 1, carries 1
+        send_raw(a.as_fd(), 2, 1, b"hi", &files[..2]); // declares 1, carries 2
+        send_raw(a.as_fd(), 2, 1, b"ok", &files[2..]); // declares 1, carries 1
         drop(a);
         let mut d = FrameDecoder::new(1024);
         let mut out = Vec::new();
