@@ -446,8 +446,9 @@ export class Channel extends EventEmitter implements AsyncIterable<Message> {
    * The caller keeps its descriptors and may close them as soon as `send()` returns (a
    * queued message holds duplicates); likewise it may reuse `data`'s memory at once (a
    * queued message holds a copy; unlike `net.Socket#write`, nothing keeps a reference).
-   * Oversized messages, too many descriptors, bad arguments and sending after `end()`/`close()` throw; a broken connection (`EPIPE`)
-   * is an `'error'` event, then `'close'`.
+   * Oversized messages, too many descriptors, bad arguments and sending after
+   * `end()`/`close()` throw; a broken connection (`EPIPE`) is an `'error'` event, then
+   * `'close'`.
    *
    * ```ts
    * if (!channel.send(chunk)) await once(channel, 'drain')

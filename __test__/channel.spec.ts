@@ -9,7 +9,7 @@ import fs from 'node:fs'
 import net from 'node:net'
 
 import { Channel, MAX_FDS_PER_MESSAGE, type Message, recvmsg, sendmsg, socketpair, spawn } from '..'
-import { closeAll, closing, fixture, identity, leakChecked, readThrough, tempFile } from './helpers'
+import { closeAll, closeBoth, closing, fixture, identity, leakChecked, readThrough, tempFile } from './helpers'
 
 const leakFree = leakChecked(test)
 
@@ -30,13 +30,6 @@ function collect(channel: Channel, count: number): Promise<Message[]> {
     channel.on('message', onMessage)
     channel.once('error', reject)
   })
-}
-
-/** Closes both ends of a pair and resolves once both have emitted 'close'. */
-function closeBoth(a: Channel, b: Channel): Promise<void> {
-  a.close()
-  b.close()
-  return Promise.all([closing(a), closing(b)]).then(() => undefined)
 }
 
 /** Resolves with the events (in order) until 'close'. */

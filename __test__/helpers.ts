@@ -87,6 +87,13 @@ export function closing(channel: Channel): Promise<void> {
   return new Promise((resolve) => channel.once('close', () => resolve()))
 }
 
+/** Closes both ends of a pair and resolves once both have emitted 'close'. */
+export function closeBoth(a: Channel, b: Channel): Promise<void> {
+  a.close()
+  b.close()
+  return Promise.all([closing(a), closing(b)]).then(() => undefined)
+}
+
 /** Path of a fixture script. */
 export function fixture(name: string): string {
   return path.join(__dirname, 'fixtures', name)

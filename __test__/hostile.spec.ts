@@ -9,7 +9,7 @@ import test from 'ava'
 import { once } from 'node:events'
 
 import { Channel, type Message, spawn } from '..'
-import { closeAll, closing, fixture, leakChecked, readThrough } from './helpers'
+import { closeAll, closeBoth, closing, fixture, leakChecked, readThrough } from './helpers'
 
 const leakFree = leakChecked(test)
 
@@ -52,9 +52,7 @@ async function runScenario(scenario: string, options: { kill?: boolean } = {}): 
   await closed
   const [code] = await exited
   if (!(await bystanderWorks(bystander))) throw new Error('the bystander channel stopped working')
-  bystander[0].close()
-  bystander[1].close()
-  await Promise.all(bystander.map(closing))
+  await closeBoth(...bystander)
   return { events, exitCode: code }
 }
 
