@@ -107,8 +107,14 @@ struct Slot {
 #[derive(Debug)]
 struct Cache {
     slots: [Option<Slot>; CACHED_SLOTS],
-    bytes: usize,
     clock: u64,
+}
+
+impl Cache {
+    /// Bytes of the mappings waiting in the cache.
+    fn bytes(&self) -> usize {
+        self.slots.iter().flatten().map(|s| s.len).sum()
+    }
 }
 
 /// Large allocations and the cache of freed mappings. One static instance serves the
@@ -129,7 +135,6 @@ impl Pages {
             busy: AtomicBool::new(false),
             cache: UnsafeCell::new(Cache {
                 slots: [None; CACHED_SLOTS],
-                bytes: 0,
                 clock: 0,
             }),
         }
@@ -157,9 +162,7 @@ impl Pages {
                 .slots
                 .iter_mut()
                 .find(|s| s.is_some_and(|s| s.len == len))?;
-            let s = slot.take()?;
-            c.bytes -= s.len;
-            Some(s.addr as *mut u8)
+            Some(slot.take()?.addr as *mut u8)
         })
         .flatten()
     }
@@ -175,7 +178,7 @@ impl Pages {
             && self
                 .with_cache(|c| {
                     let mut n = 0;
-                    while c.bytes + len > CACHED_BYTES || c.slots.iter().all(Option::is_some) {
+                    while c.bytes() + len > CACHED_BYTES || c.slots.iter().all(Option::is_some) {
                         let oldest = c
                             .slots
                             .iter_mut()
@@ -184,7 +187,6 @@ impl Pages {
                         let Some(s) = oldest.and_then(Option::take) else {
                             break;
                         };
-                        c.bytes -= s.len;
                         if let Some(e) = evicted.get_mut(n) {
                             *e = Some(s);
                         }
@@ -199,7 +201,6 @@ impl Pages {
                         len,
                         age: c.clock,
                     });
-                    c.bytes += len;
                     true
                 })
                 .unwrap_or(false);
@@ -431,7 +432,7 @@ mod tests {
             unsafe { pages.dealloc(p, l) };
         }
         // The one past CACHED_ONE_BYTES was unmapped; the others wait in the cache.
-        let cache = pages.with_cache(|c| (c.slots.iter().flatten().count(), c.bytes));
+        let cache = pages.with_cache(|c| (c.slots.iter().flatten().count(), c.bytes()));
         assert_eq!(
             cache,
             Some((3, class(MAPPED_BYTES + 1) + MAPPED_BYTES + (256 << 10)))
@@ -464,12 +465,7 @@ mod tests {
             unsafe { pages.dealloc(m, layout(3 << 20)) };
         }
         let (count, bytes) = pages
-            .with_cache(|c| {
-                let n = c.slots.iter().flatten().count();
-                let sum: usize = c.slots.iter().flatten().map(|s| s.len).sum();
-                assert_eq!(sum, c.bytes);
-                (n, c.bytes)
-            })
+            .with_cache(|c| (c.slots.iter().flatten().count(), c.bytes()))
             .unwrap();
         assert!(
             count <= CACHED_SLOTS && bytes <= CACHED_BYTES,
@@ -508,7 +504,7 @@ mod tests {
             fill(p, l.size(), 3);
             unsafe { pages.dealloc(p, l) };
         }
-        assert_eq!(pages.with_cache(|c| c.bytes), Some(0));
+        assert_eq!(pages.with_cache(|c| c.bytes()), Some(0));
     }
 
     #[test]
@@ -605,16 +601,17 @@ mod tests {
                 });
             }
         });
-        let (bytes, sum) = pages
+        let (bytes, mut addrs) = pages
             .with_cache(|c| {
-                (
-                    c.bytes,
-                    c.slots.iter().flatten().map(|s| s.len).sum::<usize>(),
-                )
+                let addrs: Vec<usize> = c.slots.iter().flatten().map(|s| s.addr).collect();
+                (c.bytes(), addrs)
             })
             .unwrap();
-        assert_eq!(bytes, sum);
         assert!(bytes <= CACHED_BYTES);
+        let cached = addrs.len();
+        addrs.sort_unstable();
+        addrs.dedup();
+        assert_eq!(addrs.len(), cached, "a mapping is in the cache twice");
     }
 
     #[test]
@@ -629,6 +626,6 @@ mod tests {
         assert_ne!(q, p, "the cache was busy: a fresh mapping");
         unsafe { pages.dealloc(q, l) }; // unmapped, not cached
         pages.busy.store(false, Ordering::SeqCst);
-        assert_eq!(pages.with_cache(|c| c.bytes), Some(class(512 << 10)));
+        assert_eq!(pages.with_cache(|c| c.bytes()), Some(class(512 << 10)));
     }
 }
