@@ -12,9 +12,9 @@ use nix::sys::socket::{shutdown, Shutdown};
 
 use crate::error::{Error, Result};
 use crate::frame::{FrameDecoder, FrameHeader, Message, HEADER_LEN};
-use crate::msg::{recv_into_spare, recv_with_fds, send_with_fds, MAX_FDS_PER_MESSAGE};
+use crate::msg::{recv_into_spare, recv_nonblocking, send_nonblocking, MAX_FDS_PER_MESSAGE};
 use crate::socket::{self, SocketKind};
-use crate::write_queue::{dup_for_queue, Flush, WriteQueue};
+use crate::write_queue::{dup_for_queue, Flush, Refused, WriteQueue};
 
 /// The default limit on one message's payload on a stream channel: 64 MiB.
 pub const DEFAULT_MAX_MESSAGE_BYTES: usize = 64 << 20;
@@ -68,6 +68,8 @@ pub struct ChannelCore {
     read_eof: bool,
     end_requested: bool,
     write_shut: bool,
+    /// The sequence number the next accepted `send()` gets.
+    next_id: u64,
 }
 
 impl ChannelCore {
@@ -82,6 +84,7 @@ impl ChannelCore {
     ) -> std::result::Result<Self, (Error, OwnedFd)> {
         let prepared = (|| {
             let kind = socket::socket_kind(fd.as_fd())?;
+            socket::check_unix_domain(fd.as_fd())?;
             socket::set_nonblocking(fd.as_fd(), true)?;
             socket::set_cloexec(fd.as_fd(), true)?;
             socket::prevent_sigpipe(fd.as_fd())?;
@@ -111,6 +114,7 @@ impl ChannelCore {
             read_eof: false,
             end_requested: false,
             write_shut: false,
+            next_id: 0,
         })
     }
 
@@ -160,7 +164,19 @@ impl ChannelCore {
     /// otherwise queued (a copy of the payload, duplicates of the descriptors) for
     /// [`flush`](Self::flush). Limits are checked first, so a message that is refused is
     /// refused whole, and the caller's descriptors stay the caller's either way.
-    pub fn send(&mut self, payload: &[u8], fds: &[BorrowedFd<'_>]) -> Result<()> {
+    ///
+    /// Returns the message's sequence number (0, 1, 2, … over the channel's accepted
+    /// sends): [`take_refused`](Self::take_refused) names a queued message the kernel
+    /// later refused by it, and [`oldest_unwritten`](Self::oldest_unwritten) tells which
+    /// have been written.
+    pub fn send(&mut self, payload: &[u8], fds: &[BorrowedFd<'_>]) -> Result<u64> {
+        let id = self.next_id;
+        self.send_inner(payload, fds, id)?;
+        self.next_id += 1;
+        Ok(id)
+    }
+
+    fn send_inner(&mut self, payload: &[u8], fds: &[BorrowedFd<'_>], id: u64) -> Result<()> {
         if self.end_requested {
             return Err(Error::State {
                 code: "ERR_STREAM_WRITE_AFTER_END",
@@ -174,7 +190,7 @@ impl ChannelCore {
         if direct {
             let head = header.encode();
             let total = HEADER_LEN + payload.len();
-            match send_with_fds(
+            match send_nonblocking(
                 self.fd.as_fd(),
                 &[IoSlice::new(&head), IoSlice::new(payload)],
                 fds,
@@ -182,19 +198,50 @@ impl ChannelCore {
                 Ok(n) if n == total => return Ok(()),
                 Ok(n) => {
                     // The first byte, and with it the descriptors, went: queue the rest.
-                    self.writer.push_rest(header, payload, n);
+                    self.writer.push_rest(header, payload, n, id);
                     return Ok(());
                 }
                 Err(e) if e.errno() == Some(Errno::EAGAIN) => {} // queue it whole
                 Err(e) => return Err(e),
             }
         }
+        if self.kind.is_record() {
+            // Queued behind others: check now what the kernel would refuse later, so the
+            // refusal is this send's error rather than a failed flush.
+            let limit = socket::record_limit(self.fd.as_fd())?;
+            if HEADER_LEN + payload.len() > limit {
+                return Err(Error::MessageTooLarge {
+                    len: payload.len(),
+                    max: Some(limit.saturating_sub(HEADER_LEN)),
+                });
+            }
+        }
         let owned = fds
             .iter()
             .map(|fd| dup_for_queue(*fd))
             .collect::<Result<Vec<_>>>()?;
-        self.writer.push(header, payload, owned);
+        self.writer.push(header, payload, owned, id);
         Ok(())
+    }
+
+    /// The queued messages the kernel refused (each dropped whole, its descriptors
+    /// closed) since the last call, oldest first.
+    pub fn take_refused(&mut self) -> Vec<Refused> {
+        self.writer.take_refused()
+    }
+
+    /// The sequence number of the oldest message not yet completely written, or the
+    /// next one to be sent when everything has been: every message numbered below it
+    /// has been handed to the kernel whole.
+    pub fn oldest_unwritten(&self) -> u64 {
+        self.writer.oldest_unwritten().unwrap_or(self.next_id)
+    }
+
+    /// Prepares to close without cutting a frame in half: drops every queued message
+    /// that has not begun to go out, and keeps the rest of one that has. Returns whether
+    /// something is left to write (flush until done, then close).
+    pub fn abandon_unstarted(&mut self) -> bool {
+        self.writer.keep_only_started()
     }
 
     /// Writes what is queued; once everything is written after `end()`, shuts down the
@@ -271,7 +318,7 @@ impl ChannelCore {
             let is_direct = direct.is_some();
             let received = match direct {
                 Some(r) => r,
-                None => recv_with_fds(
+                None => recv_nonblocking(
                     self.fd.as_fd(),
                     &mut self.read_buf,
                     MAX_FDS_PER_MESSAGE,
@@ -320,7 +367,7 @@ impl ChannelCore {
                 return Ok(ReadStatus::Budget);
             }
             let mut fds = Vec::new();
-            let r = match recv_with_fds(
+            let r = match recv_nonblocking(
                 self.fd.as_fd(),
                 &mut self.read_buf,
                 MAX_FDS_PER_MESSAGE,
@@ -330,7 +377,13 @@ impl ChannelCore {
                 Err(e) if e.errno() == Some(Errno::EAGAIN) => return Ok(ReadStatus::Drained),
                 Err(e) => return Err(e),
             };
-            if r.bytes == 0 && self.kind == SocketKind::Seqpacket {
+            // 0 bytes from a seqpacket socket: end of stream, or an empty record from a
+            // peer that is still connected (a protocol error below: a frame has a header).
+            if r.bytes == 0
+                && self.kind == SocketKind::Seqpacket
+                && fds.is_empty()
+                && socket::peer_shut_down(self.fd.as_fd())?
+            {
                 self.read_eof = true;
                 return Ok(ReadStatus::Eof);
             }
@@ -382,6 +435,7 @@ fn parse_record(record: &[u8], fds: Vec<OwnedFd>, max: usize) -> Result<Message>
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::msg::send_with_fds;
     use crate::socket::{socketpair, PairOptions};
     use crate::testutil::{fd_inode, open_fd_count, temp_file_with};
 
@@ -614,5 +668,177 @@ mod tests {
             assert!(out.is_empty());
         }
         assert_eq!(open_fd_count(), base);
+    }
+
+    #[test]
+    fn adopting_a_tcp_socket_is_refused_and_hands_the_descriptor_back() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let client = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        let fd = OwnedFd::from(client);
+        let id = fd_inode(&fd);
+        let (err, back) = ChannelCore::adopt(fd, 1024).unwrap_err();
+        assert_eq!(err.code(), "ERR_INVALID_ARG_VALUE");
+        assert!(err.to_string().contains("Unix-domain"), "{err}");
+        assert_eq!(fd_inode(&back), id, "the same descriptor, still open");
+    }
+
+    #[test]
+    fn a_peer_clearing_o_nonblock_cannot_make_reads_or_writes_wait() {
+        let (mut a, mut b) = pair(SocketKind::Stream);
+        // Whoever shares the open file description can do this at any time.
+        socket::set_nonblocking(a.fd(), false).unwrap();
+        socket::set_nonblocking(b.fd(), false).unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let mut out = Vec::new();
+            let read = b.read(4, &mut out).map_err(|e| e.code());
+            let mut sent = 0usize;
+            let chunk = vec![1u8; 1 << 20];
+            // Far more than the kernel holds: the rest must queue, not block.
+            for _ in 0..16 {
+                if b.send(&chunk, &[]).is_ok() {
+                    sent += 1;
+                }
+            }
+            let flushed = b.flush().map_err(|e| e.code());
+            let _ = tx.send((read, sent, flushed, b.queued_bytes()));
+        });
+        let (read, sent, flushed, queued) = rx
+            .recv_timeout(std::time::Duration::from_secs(10))
+            .expect("a read or a write blocked");
+        assert_eq!(read, Ok(ReadStatus::Drained));
+        assert_eq!(sent, 16);
+        assert_eq!(flushed, Ok(Flush::WouldBlock));
+        assert!(queued > 0);
+        let mut out = Vec::new();
+        assert_eq!(a.read(1, &mut out).unwrap(), ReadStatus::Budget);
+    }
+
+    #[cfg(any(target_os = "linux", target_os = "freebsd"))]
+    #[test]
+    fn an_empty_seqpacket_record_is_a_protocol_error_not_end_of_stream() {
+        let (raw, b) = socketpair(SocketKind::Seqpacket, PairOptions::default()).unwrap();
+        let mut b = ChannelCore::adopt(b, 1024).unwrap();
+        send_with_fds(raw.as_fd(), &[IoSlice::new(&[])], &[]).unwrap();
+        let mut out = Vec::new();
+        let err = b.read(4, &mut out).unwrap_err();
+        assert_eq!(err.code(), "ERR_PROTOCOL");
+        assert!(!b.read_done());
+        // Whereas a peer that closes is end of stream.
+        let (raw, c) = socketpair(SocketKind::Seqpacket, PairOptions::default()).unwrap();
+        let mut c = ChannelCore::adopt(c, 1024).unwrap();
+        drop(raw);
+        assert_eq!(c.read(4, &mut out).unwrap(), ReadStatus::Eof);
+    }
+
+    #[test]
+    fn a_queued_record_too_large_for_the_socket_is_refused_by_send() {
+        for kind in kinds().into_iter().filter(|k| k.is_record()) {
+            let (mut a, mut b) = pair(kind);
+            let limit = socket::record_limit(a.fd()).unwrap();
+            // Fill the socket so that the next sends queue.
+            let mut n = 0u32;
+            while !a.wants_write() {
+                a.send(&n.to_le_bytes(), &[]).unwrap();
+                n += 1;
+                assert!(n < 1_000_000, "{kind:?}: the socket never filled");
+            }
+            let err = a.send(&vec![0u8; limit], &[]).unwrap_err();
+            assert_eq!(err.code(), "ERR_MESSAGE_TOO_LARGE", "{kind:?}");
+            a.send(b"after", &[]).unwrap();
+            let mut got = Vec::new();
+            while got.len() < n as usize + 1 {
+                let _ = a.flush().unwrap();
+                let _ = b.read(64, &mut got).unwrap();
+            }
+            assert_eq!(got.last().unwrap().data, b"after", "{kind:?}");
+        }
+    }
+
+    /// An io_uring instance: a descriptor Linux refuses to pass (EINVAL), or None where
+    /// the kernel does not offer io_uring.
+    #[cfg(target_os = "linux")]
+    fn io_uring_fd() -> Option<OwnedFd> {
+        use std::os::fd::FromRawFd;
+        let mut params = [0u8; 120];
+        // SAFETY: io_uring_setup(2) with 4 entries and a zeroed io_uring_params, which it
+        // reads and writes within its 120 bytes.
+        let fd = unsafe { libc::syscall(libc::SYS_io_uring_setup, 4, params.as_mut_ptr()) };
+        // SAFETY: a fresh descriptor nobody else owns.
+        (fd >= 0).then(|| unsafe { OwnedFd::from_raw_fd(fd as i32) })
+    }
+
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn a_queued_descriptor_the_kernel_refuses_fails_that_message_only() {
+        let Some(ring) = io_uring_fd() else { return };
+        let base = open_fd_count();
+        {
+            let (mut a, mut b) = pair(SocketKind::Stream);
+            let file = temp_file_with(b"kept");
+            // Written at once (a large payload, nothing queued): the send's own error.
+            let err = a.send(&vec![0u8; 64 << 10], &[ring.as_fd()]).unwrap_err();
+            assert_eq!(err.code(), "EINVAL");
+            // Small messages wait for the flush, coalesced: only the guilty one fails.
+            assert_eq!(a.send(b"ring", &[ring.as_fd()]).unwrap(), 0);
+            assert_eq!(a.flush().unwrap(), Flush::Done);
+            let r = a.take_refused();
+            assert_eq!((r.len(), r[0].id), (1, 0));
+            // Queued behind a partly written frame.
+            let big = vec![7u8; 4 << 20];
+            let first = a.send(&big, &[]).unwrap();
+            assert!(a.wants_write());
+            let before = a.send(b"before", &[file.as_fd()]).unwrap();
+            let refused = a.send(b"ring", &[ring.as_fd()]).unwrap();
+            let after = a.send(b"after", &[file.as_fd()]).unwrap();
+            assert_eq!((first, before, refused, after), (1, 2, 3, 4));
+            let mut got = Vec::new();
+            let mut refusals = Vec::new();
+            while got.len() < 3 {
+                let _ = a.flush().unwrap();
+                refusals.extend(a.take_refused());
+                let _ = b.read(64, &mut got).unwrap();
+            }
+            assert_eq!(refusals.len(), 1);
+            assert_eq!(refusals[0].id, refused);
+            assert_eq!(refusals[0].error.code(), "EINVAL");
+            assert_eq!(got.len(), 3);
+            assert!(got[0].data == big);
+            assert_eq!(got[1].data, b"before");
+            assert_eq!(got[2].data, b"after");
+            assert_eq!(fd_inode(&got[2].fds[0]), fd_inode(&file));
+            assert_eq!(a.oldest_unwritten(), 5);
+        }
+        assert_eq!(open_fd_count(), base);
+    }
+
+    #[test]
+    fn abandoning_keeps_the_rest_of_a_started_frame_only() {
+        let (mut a, mut b) = pair(SocketKind::Stream);
+        let big: Vec<u8> = (0..8 << 20).map(|i| (i % 251) as u8).collect();
+        a.send(&big, &[]).unwrap(); // partly written: the socket holds about 2 MiB
+        a.send(b"never", &[]).unwrap();
+        assert!(a.abandon_unstarted(), "the rest of the big frame is left");
+        let mut got = Vec::new();
+        loop {
+            let flushed = a.flush().unwrap();
+            let _ = b.read(64, &mut got).unwrap();
+            if flushed == Flush::Done && !a.wants_write() {
+                break;
+            }
+        }
+        drop(a);
+        let (rest, eof) = collect(&mut b, usize::MAX);
+        got.extend(rest);
+        assert!(eof);
+        assert_eq!(got.len(), 1, "the started frame whole, nothing after it");
+        assert!(got[0].data == big);
+        // Nothing started: nothing left.
+        let (mut c, _d) = pair(SocketKind::Stream);
+        c.send(&vec![0u8; 8 << 20], &[]).unwrap();
+        let (mut e, _f) = pair(SocketKind::Stream);
+        let _ = &mut c;
+        e.send(b"x", &[]).unwrap();
+        assert!(!e.abandon_unstarted());
     }
 }

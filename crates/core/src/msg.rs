@@ -28,6 +28,27 @@ pub fn send_with_fds(
     bufs: &[IoSlice<'_>],
     fds: &[BorrowedFd<'_>],
 ) -> Result<usize> {
+    send_impl(fd, bufs, fds, MsgFlags::empty())
+}
+
+/// [`send_with_fds`] that never blocks, whatever the socket's own mode (MSG_DONTWAIT):
+/// "the socket is full" is EAGAIN. A channel's socket is shared with whoever else holds
+/// its open file description, who may clear O_NONBLOCK at any time; this is how a
+/// channel never blocks the event loop anyway.
+pub fn send_nonblocking(
+    fd: BorrowedFd<'_>,
+    bufs: &[IoSlice<'_>],
+    fds: &[BorrowedFd<'_>],
+) -> Result<usize> {
+    send_impl(fd, bufs, fds, MsgFlags::MSG_DONTWAIT)
+}
+
+fn send_impl(
+    fd: BorrowedFd<'_>,
+    bufs: &[IoSlice<'_>],
+    fds: &[BorrowedFd<'_>],
+    extra: MsgFlags,
+) -> Result<usize> {
     let total: usize = bufs.iter().map(|b| b.len()).sum();
     if fds.len() > MAX_FDS_PER_MESSAGE {
         return Err(Error::TooManyFds {
@@ -44,7 +65,7 @@ pub fn send_with_fds(
     let raw: Vec<RawFd> = fds.iter().map(|f| f.as_raw_fd()).collect();
     let rights = [ControlMessage::ScmRights(&raw)];
     let cmsgs: &[ControlMessage<'_>] = if raw.is_empty() { &[] } else { &rights };
-    let flags = send_flags(fd);
+    let flags = send_flags(fd) | extra;
     loop {
         match nix::sys::socket::sendmsg::<()>(fd.as_raw_fd(), bufs, cmsgs, flags, None) {
             Ok(n) => return Ok(n),
@@ -113,6 +134,22 @@ pub fn recv_with_fds(
     recv_vectored_with_fds(fd, &mut iov, max_fds, fds_out)
 }
 
+/// [`recv_with_fds`] that never blocks, whatever the socket's own mode (MSG_DONTWAIT):
+/// "nothing yet" is EAGAIN. See [`send_nonblocking`] for why channels need it.
+pub fn recv_nonblocking(
+    fd: BorrowedFd<'_>,
+    buf: &mut [u8],
+    max_fds: usize,
+    fds_out: &mut Vec<OwnedFd>,
+) -> Result<Received> {
+    let mut iov = libc::iovec {
+        iov_base: buf.as_mut_ptr().cast(),
+        iov_len: buf.len(),
+    };
+    // SAFETY: the iovec describes `buf`, which we may write.
+    unsafe { recv_iovecs(fd, &mut iov, 1, max_fds, fds_out, libc::MSG_DONTWAIT) }
+}
+
 /// [`recv_with_fds`] into several buffers (readv-style).
 pub fn recv_vectored_with_fds(
     fd: BorrowedFd<'_>,
@@ -122,12 +159,22 @@ pub fn recv_vectored_with_fds(
 ) -> Result<Received> {
     // SAFETY: IoSliceMut is guaranteed ABI-compatible with iovec on Unix, and each one
     // describes memory we may write.
-    unsafe { recv_iovecs(fd, bufs.as_mut_ptr().cast(), bufs.len(), max_fds, fds_out) }
+    unsafe {
+        recv_iovecs(
+            fd,
+            bufs.as_mut_ptr().cast(),
+            bufs.len(),
+            max_fds,
+            fds_out,
+            0,
+        )
+    }
 }
 
 /// [`recv_with_fds`] into the spare capacity of `vec` (at most `max_bytes` of it): the
 /// bytes received are appended without the buffer being initialised first. Used to
-/// receive a large payload straight into its own buffer.
+/// receive a large payload straight into its own buffer. Never blocks (MSG_DONTWAIT), as
+/// [`recv_nonblocking`].
 pub fn recv_into_spare(
     fd: BorrowedFd<'_>,
     vec: &mut Vec<u8>,
@@ -143,7 +190,7 @@ pub fn recv_into_spare(
     };
     // SAFETY: the iovec covers `len` bytes of the vector's spare capacity, which we may
     // write; the kernel writes at most that many.
-    let r = unsafe { recv_iovecs(fd, &mut iov, 1, max_fds, fds_out)? };
+    let r = unsafe { recv_iovecs(fd, &mut iov, 1, max_fds, fds_out, libc::MSG_DONTWAIT)? };
     // SAFETY: the kernel initialised r.bytes <= len bytes right after the current length.
     unsafe { vec.set_len(vec.len() + r.bytes) };
     Ok(r)
@@ -157,6 +204,7 @@ unsafe fn recv_iovecs(
     iovcnt: usize,
     max_fds: usize,
     fds_out: &mut Vec<OwnedFd>,
+    extra_flags: libc::c_int,
 ) -> Result<Received> {
     let max_fds = max_fds.min(MAX_FDS_PER_MESSAGE);
     let mut control = ControlBuffer::for_fds(max_fds);
@@ -164,14 +212,15 @@ unsafe fn recv_iovecs(
     let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
     msg.msg_iov = iov;
     msg.msg_iovlen = iovcnt as _;
-    if max_fds > 0 {
-        msg.msg_control = control.as_mut_ptr();
-        msg.msg_controllen = control.len() as _;
-    }
+    // Always offer the control buffer: a socket with SO_PASSCRED or SO_PASSPIDFD set (by
+    // anyone sharing it) gets control messages even when no descriptors are wanted, and
+    // a pidfd that does not fit is lost, not closed.
+    msg.msg_control = control.as_mut_ptr();
+    msg.msg_controllen = control.len() as _;
     let n = loop {
         // SAFETY: msg points at live buffers (iov and control) whose lengths it states;
         // the kernel writes only within them.
-        let rc = unsafe { libc::recvmsg(fd.as_raw_fd(), &mut msg, recv_flags()) };
+        let rc = unsafe { libc::recvmsg(fd.as_raw_fd(), &mut msg, recv_flags() | extra_flags) };
         if rc >= 0 {
             break rc as usize;
         }
@@ -185,6 +234,12 @@ unsafe fn recv_iovecs(
     // the control data the kernel wrote into our buffer.
     unsafe { take_rights(&msg, fds_out) };
     let received = fds_out.len() - before;
+    if received > max_fds {
+        // More than the caller allows (the buffer has room beyond max_fds for other
+        // control messages): as if the kernel had truncated them.
+        fds_out.truncate(before);
+        return Err(Error::FdsTruncated { received });
+    }
     for owned in &fds_out[before..] {
         mark_cloexec_after_receipt(owned)?;
     }
@@ -199,7 +254,9 @@ unsafe fn recv_iovecs(
     })
 }
 
-/// Parses every SCM_RIGHTS message in `msg`'s control data into `OwnedFd`s.
+/// Parses every SCM_RIGHTS message in `msg`'s control data into `OwnedFd`s, and closes
+/// any descriptor that another kind of control message carried (a pidfd from
+/// SO_PASSPIDFD): nothing the kernel installed in this process is left without an owner.
 ///
 /// # Safety
 /// `msg` must come from a successful recvmsg(2), with `msg_control` pointing at a live
@@ -214,7 +271,10 @@ unsafe fn take_rights(msg: &libc::msghdr, out: &mut Vec<OwnedFd>) {
     while !cmsg.is_null() {
         // SAFETY: CMSG_FIRSTHDR/NXTHDR return either null or a header inside the buffer.
         let hdr = unsafe { std::ptr::read_unaligned(cmsg) };
-        if hdr.cmsg_level == libc::SOL_SOCKET && hdr.cmsg_type == libc::SCM_RIGHTS {
+        let carries_fds = hdr.cmsg_level == libc::SOL_SOCKET
+            && (hdr.cmsg_type == libc::SCM_RIGHTS || is_pidfd_message(hdr.cmsg_type));
+        if carries_fds {
+            let keep = hdr.cmsg_type == libc::SCM_RIGHTS;
             // SAFETY: CMSG_LEN(0) is a pure computation.
             let header_len = unsafe { libc::CMSG_LEN(0) } as usize;
             let data_len = (hdr.cmsg_len as usize).saturating_sub(header_len);
@@ -227,13 +287,29 @@ unsafe fn take_rights(msg: &libc::msghdr, out: &mut Vec<OwnedFd>) {
                 let raw = unsafe { std::ptr::read_unaligned(data.add(i)) };
                 if raw >= 0 {
                     // SAFETY: see above: a freshly installed descriptor with no owner.
-                    out.push(unsafe { OwnedFd::from_raw_fd(raw) });
+                    let owned = unsafe { OwnedFd::from_raw_fd(raw) };
+                    if keep {
+                        out.push(owned);
+                    } // else: dropped, so closed
                 }
             }
         }
         // SAFETY: as for CMSG_FIRSTHDR.
         cmsg = unsafe { libc::CMSG_NXTHDR(msg, cmsg) };
     }
+}
+
+/// SCM_PIDFD (Linux 6.5+, not yet in the libc crate): a pidfd of the sender, delivered
+/// when SO_PASSPIDFD is set on the receiving socket.
+#[cfg(any(target_os = "linux", target_os = "android"))]
+fn is_pidfd_message(cmsg_type: libc::c_int) -> bool {
+    const SCM_PIDFD: libc::c_int = 0x04;
+    cmsg_type == SCM_PIDFD
+}
+
+#[cfg(not(any(target_os = "linux", target_os = "android")))]
+fn is_pidfd_message(_cmsg_type: libc::c_int) -> bool {
+    false
 }
 
 #[cfg(any(target_os = "linux", target_os = "android", target_os = "freebsd"))]
@@ -257,7 +333,13 @@ fn mark_cloexec_after_receipt(fd: &OwnedFd) -> Result<()> {
     crate::socket::set_cloexec(fd.as_fd(), true)
 }
 
-/// A control-message buffer aligned for `cmsghdr`, sized for `max_fds` descriptors.
+/// Room for control messages besides the descriptors: credentials (SO_PASSCRED: a
+/// `ucred`), a pidfd (SO_PASSPIDFD) and a security label (SO_PASSSEC), which whoever
+/// shares a channel's socket may switch on.
+const OTHER_CONTROL_BYTES: usize = 512;
+
+/// A control-message buffer aligned for `cmsghdr`, sized for `max_fds` descriptors and
+/// the other control messages a socket may get.
 struct ControlBuffer {
     words: Vec<u64>,
     len: usize,
@@ -267,7 +349,7 @@ impl ControlBuffer {
     fn for_fds(max_fds: usize) -> Self {
         let payload = (max_fds * std::mem::size_of::<RawFd>()) as libc::c_uint;
         // SAFETY: CMSG_SPACE is a pure computation.
-        let len = unsafe { libc::CMSG_SPACE(payload) } as usize;
+        let len = unsafe { libc::CMSG_SPACE(payload) } as usize + OTHER_CONTROL_BYTES;
         ControlBuffer {
             words: vec![0u64; len.div_ceil(8)],
             len,
@@ -412,8 +494,9 @@ mod tests {
             let err = recv_with_fds(b.as_fd(), &mut [0u8; 4], 3, &mut fds).unwrap_err();
             assert_eq!(err.code(), "ERR_FDS_TRUNCATED");
             assert!(fds.is_empty());
-            // The control buffer rounds up to alignment, so a few may have fit.
-            assert!(matches!(err, Error::FdsTruncated { received } if received < 10));
+            // The control buffer has room for other control messages too, so more than
+            // asked for may have arrived: they are closed all the same.
+            assert!(matches!(err, Error::FdsTruncated { received } if received <= 10));
             assert_eq!(open_fd_count(), with_sent, "the truncated fds were closed");
         }
         assert_eq!(open_fd_count(), base);
@@ -471,5 +554,81 @@ mod tests {
         drop(a);
         let r = recv_with_fds(b.as_fd(), &mut [0u8; 4], 4, &mut Vec::new()).unwrap();
         assert_eq!(r.bytes, 0);
+    }
+
+    /// Sets an integer SOL_SOCKET option, as whoever shares a channel's socket may.
+    #[cfg(target_os = "linux")]
+    fn set_sol_socket(fd: &OwnedFd, option: libc::c_int) -> bool {
+        let on: libc::c_int = 1;
+        // SAFETY: `on` is a live c_int and the length passed is its size.
+        unsafe {
+            libc::setsockopt(
+                fd.as_raw_fd(),
+                libc::SOL_SOCKET,
+                option,
+                (&on as *const libc::c_int).cast(),
+                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+            ) == 0
+        }
+    }
+
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn credentials_beside_253_descriptors_still_fit_the_control_buffer() {
+        let base = open_fd_count();
+        {
+            let (a, b) = pair(SocketKind::Stream);
+            assert!(set_sol_socket(&b, libc::SO_PASSCRED));
+            let files: Vec<OwnedFd> = (0..MAX_FDS_PER_MESSAGE)
+                .map(|i| temp_file_with(format!("{i}").as_bytes()))
+                .collect();
+            let borrowed: Vec<BorrowedFd<'_>> = files.iter().map(|f| f.as_fd()).collect();
+            send_with_fds(a.as_fd(), &[IoSlice::new(b"m")], &borrowed).unwrap();
+            let mut fds = Vec::new();
+            let r =
+                recv_nonblocking(b.as_fd(), &mut [0u8; 4], MAX_FDS_PER_MESSAGE, &mut fds).unwrap();
+            assert_eq!(r.fds, MAX_FDS_PER_MESSAGE);
+            for (sent, got) in files.iter().zip(&fds) {
+                assert_eq!(fd_inode(sent), fd_inode(got));
+            }
+        }
+        assert_eq!(open_fd_count(), base);
+    }
+
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn a_pidfd_control_message_is_closed_not_leaked() {
+        const SO_PASSPIDFD: libc::c_int = 76;
+        let (a, b) = pair(SocketKind::Stream);
+        if !set_sol_socket(&b, SO_PASSPIDFD) {
+            return; // a kernel before 6.5: nothing to leak
+        }
+        let base = open_fd_count();
+        for _ in 0..100 {
+            send_with_fds(a.as_fd(), &[IoSlice::new(b"m")], &[]).unwrap();
+            let mut fds = Vec::new();
+            let r = recv_nonblocking(b.as_fd(), &mut [0u8; 4], 0, &mut fds).unwrap();
+            assert_eq!((r.bytes, r.fds), (1, 0));
+        }
+        assert_eq!(open_fd_count(), base, "every pidfd was closed");
+    }
+
+    #[test]
+    fn nonblocking_calls_never_wait_even_on_a_blocking_socket() {
+        let (a, b) = pair(SocketKind::Stream); // blocking: O_NONBLOCK is clear
+        let err = recv_nonblocking(b.as_fd(), &mut [0u8; 4], 0, &mut Vec::new()).unwrap_err();
+        assert_eq!(err.code(), "EAGAIN");
+        let chunk = vec![0u8; 1 << 16];
+        let mut total = 0;
+        loop {
+            match send_nonblocking(a.as_fd(), &[IoSlice::new(&chunk)], &[]) {
+                Ok(n) => total += n,
+                Err(e) => {
+                    assert_eq!(e.code(), "EAGAIN");
+                    break;
+                }
+            }
+            assert!(total < 1 << 30, "the socket never filled");
+        }
     }
 }

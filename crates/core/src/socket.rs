@@ -73,6 +73,87 @@ pub fn socket_kind(fd: BorrowedFd<'_>) -> Result<SocketKind> {
     }
 }
 
+/// Checks that `fd` is a Unix-domain socket (AF_UNIX), the only kind that carries
+/// descriptors: a TCP socket would take a channel's frames and silently drop every
+/// descriptor sent with them. The address family is read with getsockname(2), which
+/// reports it on every platform (SO_DOMAIN is Linux and FreeBSD only).
+pub fn check_unix_domain(fd: BorrowedFd<'_>) -> Result<()> {
+    use std::os::fd::AsRawFd;
+    // SAFETY: sockaddr_storage is plain data; all-zero is a valid value.
+    let mut addr: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
+    let mut len = std::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
+    // SAFETY: addr and len are live, and len states addr's size: the kernel writes at
+    // most that much.
+    let rc = unsafe {
+        libc::getsockname(
+            fd.as_raw_fd(),
+            (&mut addr as *mut libc::sockaddr_storage).cast(),
+            &mut len,
+        )
+    };
+    if rc != 0 {
+        return Err(Error::os("getsockname", nix::errno::Errno::last()));
+    }
+    if i32::from(addr.ss_family) != libc::AF_UNIX {
+        return Err(Error::InvalidArgument(format!(
+            "the descriptor is a socket of address family {}, not a Unix-domain socket \
+             (AF_UNIX): only Unix-domain sockets carry descriptors",
+            addr.ss_family
+        )));
+    }
+    Ok(())
+}
+
+/// Whether the peer has shut down its sending side (POLLRDHUP). A 0-byte read from a
+/// seqpacket socket is either end of stream or an empty record; the kernel returns end of
+/// stream only once the peer has shut down and nothing is left, so "not shut down" means
+/// the 0 bytes were a record.
+#[cfg(any(target_os = "linux", target_os = "android", target_os = "freebsd"))]
+pub fn peer_shut_down(fd: BorrowedFd<'_>) -> Result<bool> {
+    use std::os::fd::AsRawFd;
+    let mut pfd = libc::pollfd {
+        fd: fd.as_raw_fd(),
+        events: libc::POLLIN | libc::POLLRDHUP,
+        revents: 0,
+    };
+    // SAFETY: one live pollfd, and a timeout of 0: poll only reports, never waits.
+    let rc = unsafe { libc::poll(&mut pfd, 1, 0) };
+    if rc < 0 {
+        return Err(Error::os("poll", nix::errno::Errno::last()));
+    }
+    Ok(pfd.revents & (libc::POLLRDHUP | libc::POLLHUP) != 0)
+}
+
+/// Elsewhere (macOS has no seqpacket sockets) 0 bytes is always end of stream.
+#[cfg(not(any(target_os = "linux", target_os = "android", target_os = "freebsd")))]
+pub fn peer_shut_down(_fd: BorrowedFd<'_>) -> Result<bool> {
+    Ok(true)
+}
+
+/// The largest record the kernel accepts on this record socket: a send larger than this
+/// is EMSGSIZE. Linux takes up to the send buffer less 32 bytes (`unix_dgram_sendmsg`),
+/// the BSDs and macOS up to the send buffer (`sosend`'s atomic check).
+pub fn record_limit(fd: BorrowedFd<'_>) -> Result<usize> {
+    use nix::sys::socket::{getsockopt, sockopt};
+    let sndbuf =
+        getsockopt(&fd, sockopt::SndBuf).map_err(|e| Error::os("getsockopt(SO_SNDBUF)", e))?;
+    let overhead = if cfg!(any(target_os = "linux", target_os = "android")) {
+        32
+    } else {
+        0
+    };
+    Ok(sndbuf.saturating_sub(overhead))
+}
+
+/// What a descriptor points to (`st_dev`, `st_ino`): equal means the same open socket or
+/// file. A channel records its socket's identity so that it notices when its number was
+/// closed behind its back and perhaps reused for something else.
+pub fn identity(fd: BorrowedFd<'_>) -> Result<(u64, u64)> {
+    let st = nix::sys::stat::fstat(fd).map_err(|e| Error::os("fstat", e))?;
+    #[allow(clippy::unnecessary_cast)] // the field types differ between platforms
+    Ok((st.st_dev as u64, st.st_ino as u64))
+}
+
 /// Flags for a new pair.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct PairOptions {

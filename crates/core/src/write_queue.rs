@@ -15,14 +15,24 @@ use nix::errno::Errno;
 
 use crate::error::{Error, Result};
 use crate::frame::{FrameHeader, HEADER_LEN};
-use crate::msg::{send_with_fds, MAX_FDS_PER_MESSAGE};
+use crate::msg::{send_nonblocking, MAX_FDS_PER_MESSAGE};
 
-/// One queued frame: where it ends in the buffer, and its descriptors.
+/// One queued frame: where it ends in the buffer, its descriptors, and the sequence
+/// number of the send that made it (so a refusal can name the message).
 #[derive(Debug)]
 struct Queued {
     end: usize,
     fds: Vec<OwnedFd>,
     fds_sent: bool,
+    id: u64,
+}
+
+/// A queued message the kernel refused whole (nothing of it was written): its send's
+/// sequence number and why. The frames around it are unaffected.
+#[derive(Debug)]
+pub struct Refused {
+    pub id: u64,
+    pub error: Error,
 }
 
 /// What a flush achieved.
@@ -50,6 +60,11 @@ pub struct WriteQueue {
     /// The front frame is the rest of a frame whose beginning went out directly
     /// (`push_rest`): its first queued byte is not a frame boundary.
     front_partial: bool,
+    /// A coalesced send was refused: send frames one at a time until the one to blame
+    /// has been found (and dropped).
+    isolate: bool,
+    /// Messages refused since the caller last asked ([`WriteQueue::take_refused`]).
+    refused: Vec<Refused>,
 }
 
 impl WriteQueue {
@@ -82,7 +97,7 @@ impl WriteQueue {
 
     /// Appends a frame: header and a copy of `payload`; the queue owns `fds` (duplicates
     /// of the caller's, so the caller may close its own right away).
-    pub fn push(&mut self, header: FrameHeader, payload: &[u8], fds: Vec<OwnedFd>) {
+    pub fn push(&mut self, header: FrameHeader, payload: &[u8], fds: Vec<OwnedFd>, id: u64) {
         self.compact();
         self.buf.reserve(HEADER_LEN + payload.len());
         self.buf.extend_from_slice(&header.encode());
@@ -92,12 +107,13 @@ impl WriteQueue {
             end: self.buf.len(),
             fds,
             fds_sent: false,
+            id,
         });
     }
 
     /// Appends the unsent rest of a frame whose first `already_sent` bytes (and all its
     /// descriptors) went out directly, without queueing. The queue must be empty.
-    pub fn push_rest(&mut self, header: FrameHeader, payload: &[u8], already_sent: usize) {
+    pub fn push_rest(&mut self, header: FrameHeader, payload: &[u8], already_sent: usize, id: u64) {
         debug_assert!(self.is_empty());
         self.compact();
         let head = header.encode();
@@ -112,23 +128,38 @@ impl WriteQueue {
             end: self.buf.len(),
             fds: Vec::new(),
             fds_sent: true,
+            id,
         });
         self.front_partial = true;
     }
 
     /// Writes as much as the socket takes. Retries partial writes until the queue is
     /// empty or the kernel says EAGAIN.
+    ///
+    /// A send the kernel refuses because of what one message carries (a descriptor it
+    /// will not pass, a record too large) fails that message only: the frames are retried
+    /// one at a time, the one to blame is dropped (its descriptors closed) and listed in
+    /// [`take_refused`](Self::take_refused), and the rest go on. Any other error (the
+    /// connection is gone) is returned.
     pub fn flush(&mut self, fd: BorrowedFd<'_>) -> Result<Flush> {
         while !self.frames.is_empty() {
-            let (end, sent) = {
-                let (end, fds) = self.next_batch();
-                match send_with_fds(fd, &[IoSlice::new(&self.buf[self.sent..end])], &fds) {
-                    Ok(n) => (end, (n, !fds.is_empty())),
-                    Err(e) if e.errno() == Some(Errno::EAGAIN) => return Ok(Flush::WouldBlock),
-                    Err(e) => return Err(e),
-                }
+            let (end, frames, attached, result) = {
+                let (end, frames, fds) = self.next_batch();
+                let r = send_nonblocking(fd, &[IoSlice::new(&self.buf[self.sent..end])], &fds);
+                (end, frames, !fds.is_empty(), r)
             };
-            self.advance(sent.0, sent.1, end);
+            match result {
+                Ok(n) => self.advance(n, attached, end),
+                Err(e) if e.errno() == Some(Errno::EAGAIN) => return Ok(Flush::WouldBlock),
+                Err(e) if refuses_message(&e) && self.at_boundary() => {
+                    if frames > 1 {
+                        self.isolate = true; // find the one to blame
+                    } else {
+                        self.drop_front(e);
+                    }
+                }
+                Err(e) => return Err(e),
+            }
         }
         if self.buf.capacity() > RETAINED_CAPACITY {
             // A burst of large frames should not pin its peak in an idle channel. A new
@@ -140,15 +171,62 @@ impl WriteQueue {
         }
         self.sent = 0;
         self.front_start = 0;
+        self.isolate = false;
         Ok(Flush::Done)
     }
 
-    /// The end offset of the next sendmsg and the descriptors it carries (borrowed from
-    /// the queue, which keeps ownership until the frame is written).
-    fn next_batch(&self) -> (usize, Vec<BorrowedFd<'_>>) {
-        let at_boundary = self.sent == self.front_start && !self.front_partial;
+    /// The messages the kernel refused since the last call, oldest first.
+    pub fn take_refused(&mut self) -> Vec<Refused> {
+        std::mem::take(&mut self.refused)
+    }
+
+    /// The sequence number of the oldest message not yet completely written, if any:
+    /// every message sent before it has been handed to the kernel whole.
+    pub fn oldest_unwritten(&self) -> Option<u64> {
+        self.frames.front().map(|q| q.id)
+    }
+
+    /// Drops every frame that has not begun to go out, keeping only the rest of a frame
+    /// that is partly written (so that what the peer has already received of it can be
+    /// completed: closing must never cut a frame in half). Returns whether anything is
+    /// left to write.
+    pub fn keep_only_started(&mut self) -> bool {
+        let started = self.sent > self.front_start || self.front_partial;
+        let keep = usize::from(started && !self.frames.is_empty());
+        while self.frames.len() > keep {
+            if let Some(q) = self.frames.pop_back() {
+                self.held_fds -= q.fds.len();
+            }
+        }
+        let end = self.frames.back().map_or(self.sent, |q| q.end);
+        self.buf.truncate(end);
+        !self.frames.is_empty()
+    }
+
+    /// Whether the next byte to write begins a frame.
+    fn at_boundary(&self) -> bool {
+        self.sent == self.front_start && !self.front_partial
+    }
+
+    /// Removes the front frame, unwritten, and records why.
+    fn drop_front(&mut self, error: Error) {
+        if let Some(q) = self.frames.pop_front() {
+            self.held_fds -= q.fds.len();
+            self.sent = q.end;
+            self.front_start = q.end;
+            self.refused.push(Refused { id: q.id, error });
+        }
+        self.isolate = false;
+    }
+
+    /// The end offset of the next sendmsg, how many frames it begins or continues, and
+    /// the descriptors it carries (borrowed from the queue, which keeps ownership until
+    /// the frame is written).
+    fn next_batch(&self) -> (usize, usize, Vec<BorrowedFd<'_>>) {
+        let at_boundary = self.at_boundary();
         let mut fds = Vec::new();
         let mut end = self.sent;
+        let mut count = 0;
         for (i, q) in self.frames.iter().enumerate() {
             let unsent_fds = !q.fds_sent && !q.fds.is_empty();
             if unsent_fds {
@@ -159,15 +237,16 @@ impl WriteQueue {
                 fds.extend(q.fds.iter().map(|f| f.as_fd()));
             }
             end = q.end;
-            if self.record {
-                break; // one record per sendmsg
+            count += 1;
+            if self.record || self.isolate {
+                break; // one record per sendmsg; one frame while looking for a refusal
             }
             // Keep one sendmsg to a sane size; the kernel takes what it can anyway.
             if end - self.sent >= MAX_BATCH_BYTES && i > 0 {
                 break;
             }
         }
-        (end, fds)
+        (end, count, fds)
     }
 
     /// Accounts for `n` bytes written by a send that ended at `end`.
@@ -219,6 +298,14 @@ const RETAINED_CAPACITY: usize = 256 << 10;
 /// everything; the next iteration sends the rest).
 const MAX_BATCH_BYTES: usize = 4 << 20;
 
+/// Whether a send error is about what one message carries rather than the connection:
+/// EINVAL (a descriptor the kernel will not pass, such as an io_uring instance),
+/// ETOOMANYREFS (descriptors nested too deep in flight), EMSGSIZE (a record too large).
+fn refuses_message(e: &Error) -> bool {
+    matches!(e, Error::MessageTooLarge { .. })
+        || matches!(e.errno(), Some(Errno::EINVAL) | Some(Errno::ETOOMANYREFS))
+}
+
 /// Duplicates a caller's descriptor (close-on-exec) so that a queued frame owns its own.
 pub fn dup_for_queue(fd: BorrowedFd<'_>) -> Result<OwnedFd> {
     fd.try_clone_to_owned().map_err(|e| {
@@ -233,7 +320,7 @@ pub fn dup_for_queue(fd: BorrowedFd<'_>) -> Result<OwnedFd> {
 mod tests {
     use super::*;
     use crate::frame::{FrameDecoder, Message, MAX_PAYLOAD};
-    use crate::msg::recv_with_fds;
+    use crate::msg::{recv_with_fds, send_with_fds};
     use crate::socket::{set_nonblocking, socketpair, PairOptions, SocketKind};
     use crate::testutil::{fd_inode, open_fd_count, temp_file_with};
 
@@ -243,13 +330,14 @@ mod tests {
         // the next frame's descriptors must wait for a send that begins at its header.
         let file = temp_file_with(b"x");
         let mut q = WriteQueue::new();
-        q.push_rest(FrameHeader::new(10, 1), &[7u8; 10], 4);
+        q.push_rest(FrameHeader::new(10, 1), &[7u8; 10], 4, 0);
         q.push(
             FrameHeader::new(1, 1),
             b"y",
             vec![dup_for_queue(file.as_fd()).unwrap()],
+            0,
         );
-        let (end, fds) = q.next_batch();
+        let (end, _, fds) = q.next_batch();
         assert_eq!(
             end,
             HEADER_LEN + 10 - 4,
@@ -261,7 +349,7 @@ mod tests {
         let first = q.next_batch().0;
         let n = send_with_fds(a.as_fd(), &[IoSlice::new(&q.buf[..first])], &[]).unwrap();
         q.advance(n, false, first);
-        let (end, fds) = q.next_batch();
+        let (end, _, fds) = q.next_batch();
         assert_eq!((end, fds.len()), (first + HEADER_LEN + 1, 1));
         drop(b);
     }
@@ -291,7 +379,7 @@ mod tests {
             for i in 0..5 {
                 let fds: Vec<OwnedFd> = it.by_ref().take([1, 0, 2, 0, 2][i]).collect();
                 let h = FrameHeader::new(3, fds.len() as u16);
-                q.push(h, format!("m{i}!").as_bytes(), fds);
+                q.push(h, format!("m{i}!").as_bytes(), fds, 0);
             }
             assert_eq!(q.flush(a.as_fd()).unwrap(), Flush::Done);
             assert!(q.is_empty() && q.queued_bytes() == 0);
@@ -331,6 +419,7 @@ mod tests {
                     FrameHeader::new(payload.len() as u32, fds.len() as u16),
                     &payload,
                     fds,
+                    0,
                 );
             }
             assert_eq!(q.flush(a.as_fd()).unwrap(), Flush::WouldBlock);
@@ -369,7 +458,7 @@ mod tests {
             &[],
         )
         .unwrap();
-        q.push_rest(h, payload, HEADER_LEN + 4);
+        q.push_rest(h, payload, HEADER_LEN + 4, 0);
         assert_eq!(q.queued_bytes(), 6);
         assert_eq!(q.flush(a.as_fd()).unwrap(), Flush::Done);
         let got = read_all(b.as_fd(), 1);
@@ -386,16 +475,17 @@ mod tests {
             set_nonblocking(a.as_fd(), true).unwrap();
             let file = temp_file_with(b"second");
             let mut q = WriteQueue::new();
-            q.push(FrameHeader::new(8, 0), b"written!", Vec::new());
+            q.push(FrameHeader::new(8, 0), b"written!", Vec::new(), 0);
             assert_eq!(q.flush(a.as_fd()).unwrap(), Flush::Done);
             let big = vec![5u8; 300 << 10];
-            q.push(FrameHeader::new(big.len() as u32, 0), &big, Vec::new());
+            q.push(FrameHeader::new(big.len() as u32, 0), &big, Vec::new(), 0);
             assert_eq!(q.flush(a.as_fd()).unwrap(), Flush::WouldBlock);
             assert!(q.sent > q.front_start, "the front frame is partly written");
             q.push(
                 FrameHeader::new(6, 1),
                 b"second",
                 vec![dup_for_queue(file.as_fd()).unwrap()],
+                0,
             );
             let got = std::thread::scope(|s| {
                 let r = s.spawn(|| read_all(b.as_fd(), 3));
@@ -423,6 +513,7 @@ mod tests {
                 FrameHeader::new(1 << 20, 0),
                 &vec![1u8; 1 << 20],
                 Vec::new(),
+                0,
             );
         }
         assert!(q.buf.capacity() >= 4 << 20);
