@@ -31,7 +31,15 @@ async function main() {
   const bootstrap = path.join(dir, 'bootstrap.sock')
   const server = net.createServer()
   await new Promise((resolve) => server.listen(bootstrap, resolve))
-  const child = utilityProcess.fork(path.join(__dirname, 'utility.js'), [bootstrap], { stdio: 'inherit' })
+  // On macOS a utility process starts from the "Electron Helper" executable, whose library
+  // validation may refuse a .node signed by another team (ours is only linker-signed, ad
+  // hoc). allowLoadingUnsignedLibraries starts it from "Electron Helper (Plugin)" instead,
+  // the helper meant for this (an app signs it with the disable-library-validation
+  // entitlement). Apps that load socketpair in a utility process need the same on macOS.
+  const child = utilityProcess.fork(path.join(__dirname, 'utility.js'), [bootstrap], {
+    stdio: 'inherit',
+    allowLoadingUnsignedLibraries: process.platform === 'darwin',
+  })
   const exited = new Promise((resolve) => child.once('exit', resolve))
   const [conn] = await Promise.all([new Promise((resolve) => server.once('connection', resolve))])
 
