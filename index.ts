@@ -29,6 +29,18 @@ import * as net from 'node:net'
 import type { NativeChannel } from './binding'
 import { native } from './loader'
 
+/** The addon's channel-state bits (defined once, in Rust), read when the first channel opens. */
+let STATE_READ_ENDED = 0
+let STATE_WRITE_ENDING = 0
+let STATE_WRITE_ENDED = 0
+function loadStateBits(): void {
+  if (STATE_WRITE_ENDING !== 0) return
+  const n = native()
+  STATE_READ_ENDED = n.STATE_READ_ENDED
+  STATE_WRITE_ENDING = n.STATE_WRITE_ENDING
+  STATE_WRITE_ENDED = n.STATE_WRITE_ENDED
+}
+
 export { BINARY_ENV, loadError, platformPackage } from './loader'
 
 /** The kind of socket pair. `'seqpacket'` exists on Linux and FreeBSD only. */
@@ -81,7 +93,10 @@ export type SocketpairErrorCode =
   | 'ERR_FDS_TRUNCATED'
   | 'ERR_PROTOCOL'
   | 'ERR_CHANNEL_CLOSED'
+  | 'ERR_CHANNEL_ENDED_BY_PEER'
   | 'ERR_STREAM_WRITE_AFTER_END'
+  | 'ERR_FD_IN_USE'
+  | 'ERR_INVALID_STATE'
   | 'ERR_NO_PARENT_CHANNEL'
   | 'ERR_UNSUPPORTED_PLATFORM'
   | 'ERR_BINARY_MISSING'
@@ -90,6 +105,10 @@ export type SocketpairErrorCode =
 /** An error from this package: always has a `code`. */
 export interface SocketpairError extends Error {
   code: SocketpairErrorCode | (string & {})
+  /** For errors from the operating system: the negated errno, as Node reports it (`-32` for `EPIPE`). */
+  errno?: number
+  /** For errors from the operating system: the system call that failed (`'sendmsg'`). */
+  syscall?: string
 }
 
 /** The most descriptors one message can carry (Linux's SCM_MAX_FD, 253, on every platform). */
@@ -109,13 +128,7 @@ let scratch: Buffer | null = null
  * ```
  */
 export function socketpair(type: SocketType = 'stream', options: SocketpairOptions = {}): [number, number] {
-  if (type !== 'stream' && type !== 'seqpacket' && type !== 'dgram') {
-    throw codedError(
-      TypeError,
-      'ERR_INVALID_ARG_VALUE',
-      `type must be 'stream', 'seqpacket' or 'dgram', got ${describe(type)}`,
-    )
-  }
+  checkSocketType(type, 'type')
   checkObject(options, 'options')
   const cloexec = optionalBoolean(options.cloexec, 'options.cloexec', true)
   const nonblock = optionalBoolean(options.nonblock, 'options.nonblock', false)
@@ -138,11 +151,7 @@ export function socketpair(type: SocketType = 'stream', options: SocketpairOptio
 export function sendmsg(fd: number, data: Uint8Array | string, fds: readonly number[] = []): number {
   checkFd(fd, 'fd')
   const bytes = toBuffer(data)
-  if (!Array.isArray(fds)) {
-    throw codedError(TypeError, 'ERR_INVALID_ARG_TYPE', `fds must be an array of descriptors, got ${describe(fds)}`)
-  }
-  fds.forEach((f, i) => checkFd(f, `fds[${i}]`))
-  return native().sendmsg(fd, bytes, fds.slice())
+  return native().sendmsg(fd, bytes, descriptorList(fds, 'fds'))
 }
 
 /**
@@ -208,9 +217,28 @@ export function peerCredentials(fd: number): Credentials {
  * ```
  */
 export function closeFds(fds: Iterable<number>): void {
+  if (fds === null || typeof fds !== 'object' || typeof (fds as Iterable<number>)[Symbol.iterator] !== 'function') {
+    throw codedError(TypeError, 'ERR_INVALID_ARG_TYPE', `fds must be an iterable of descriptors, got ${describe(fds)}`)
+  }
   const list = Array.from(fds)
   list.forEach((fd, i) => checkFd(fd, `fds[${i}]`))
   native().closeFds(list)
+}
+
+/** A checked copy of an array of descriptor numbers: each element read once, holes refused. */
+function descriptorList(fds: unknown, name: string): number[] {
+  if (!Array.isArray(fds)) {
+    throw codedError(TypeError, 'ERR_INVALID_ARG_TYPE', `${name} must be an array of descriptors, got ${describe(fds)}`)
+  }
+  const length = fds.length
+  const out: number[] = new Array<number>(length)
+  for (let i = 0; i < length; i++) {
+    if (!(i in fds)) throw codedError(TypeError, 'ERR_INVALID_ARG_TYPE', `${name}[${i}] is missing (a hole in the array)`)
+    const fd: unknown = fds[i]
+    checkFd(fd, `${name}[${i}]`)
+    out[i] = fd
+  }
+  return out
 }
 
 // ---------------------------------------------------------------------------------------
@@ -231,16 +259,31 @@ export interface ChannelOptions {
    * socket buffer is the real limit (about 208 KiB by default on Linux).
    */
   maxMessageBytes?: number
-  /** Once the peer has ended its side, end ours too (default) — or keep it open (`true`). */
+  /**
+   * Once the peer has ended its side, end ours too (default `false`: on the turn after
+   * `'end'`, so a reply sent right after a `for await` loop still goes out) — or keep it
+   * open until `end()` (`true`).
+   */
   allowHalfOpen?: boolean
   /** Bytes queued at which `send()` starts returning `false` (default 1 MiB). */
   highWaterMark?: number
+  /**
+   * Bytes an async iterator ({@link Channel.iterator}) buffers before reading pauses
+   * (default 1 MiB; one message is always taken, however large).
+   */
+  readableHighWaterMark?: number
 }
 
 /** Options of {@link Channel.pair}. */
 export interface PairOptions extends ChannelOptions {
   /** `'stream'` (default), `'seqpacket'` (Linux, FreeBSD) or `'dgram'`. */
   type?: SocketType
+}
+
+/** Options of {@link Channel.iterator}. */
+export interface IteratorOptions {
+  /** Bytes of received messages buffered before reading pauses (default: the channel's `readableHighWaterMark`). */
+  highWaterMark?: number
 }
 
 /** A received message. The receiver owns `fds` and must close them (`fs.closeSync`). */
@@ -264,14 +307,15 @@ export interface SendOptions {
   fds?: readonly Passable[]
 }
 
-const EVENT_MESSAGES = 1
-const EVENT_DRAIN = 2
-const EVENT_END = 3
-const EVENT_ERROR = 4
-const EVENT_FINISH = 5
+/**
+ * Called once a message has been handed to the kernel whole (`err` undefined), or with
+ * the error that stopped it: the kernel refused it (`EINVAL`: a descriptor it will not
+ * pass), or the channel closed first (`ERR_CHANNEL_CLOSED`).
+ */
+export type SendCallback = (err?: SocketpairError) => void
 
 /** Errors from a send that mean the connection itself is gone: reported as events. */
-const FATAL_SEND_CODES = new Set(['EPIPE', 'ECONNRESET', 'ENOTCONN', 'ECONNREFUSED', 'ESHUTDOWN'])
+const FATAL_SEND_CODES = new Set(['EPIPE', 'ECONNRESET', 'ENOTCONN', 'ECONNREFUSED', 'ESHUTDOWN', 'EBADF'])
 
 /**
  * Descriptors queued (as duplicates) at which `send()` returns false, whatever the
@@ -280,25 +324,66 @@ const FATAL_SEND_CODES = new Set(['EPIPE', 'ECONNRESET', 'ENOTCONN', 'ECONNREFUS
  */
 const FDS_HIGH_WATER = 1024
 
-/** Messages an async iterator buffers before it pauses reading. */
-const ITERATOR_HIGH_WATER = 1024
+/** The validated, defaulted {@link ChannelOptions}. */
+interface ChannelSettings {
+  maxMessageBytes: number
+  allowHalfOpen: boolean
+  highWaterMark: number
+  readableHighWaterMark: number
+}
+
+/** Checks every field of `options` (before anything is created), with Node's codes. */
+function channelSettings(options: unknown, name = 'options'): ChannelSettings {
+  checkObject(options, name)
+  const o = options as ChannelOptions
+  return {
+    maxMessageBytes: optionalInteger(o.maxMessageBytes, `${name}.maxMessageBytes`, DEFAULT_MAX_MESSAGE_BYTES, 0, 2 ** 32 - 1),
+    allowHalfOpen: optionalBoolean(o.allowHalfOpen, `${name}.allowHalfOpen`, false),
+    highWaterMark: optionalInteger(o.highWaterMark, `${name}.highWaterMark`, 1024 * 1024, 0, Number.MAX_SAFE_INTEGER),
+    readableHighWaterMark: optionalInteger(
+      o.readableHighWaterMark,
+      `${name}.readableHighWaterMark`,
+      1024 * 1024,
+      0,
+      Number.MAX_SAFE_INTEGER,
+    ),
+  }
+}
+
+/** A batch the addon handed over, delivered message by message. */
+interface Batch {
+  data: Buffer
+  /** `[cursor, (length, fd count) per message, every descriptor]`; null for one message without descriptors. */
+  words: Uint32Array | null
+  count: number
+  /** The next message to emit. */
+  next: number
+  /** Where the next message's payload starts in `data`. */
+  offset: number
+  /** Where the next message's descriptors start in `words`. */
+  fdAt: number
+}
 
 export interface Channel {
   on(event: 'message', listener: (message: Message) => void): this
   on(event: 'drain' | 'end' | 'close', listener: () => void): this
   on(event: 'error', listener: (err: SocketpairError) => void): this
+  on(event: 'senderror', listener: (err: SocketpairError) => void): this
   once(event: 'message', listener: (message: Message) => void): this
   once(event: 'drain' | 'end' | 'close', listener: () => void): this
   once(event: 'error', listener: (err: SocketpairError) => void): this
+  once(event: 'senderror', listener: (err: SocketpairError) => void): this
   off(event: 'message', listener: (message: Message) => void): this
   off(event: 'drain' | 'end' | 'close', listener: () => void): this
   off(event: 'error', listener: (err: SocketpairError) => void): this
+  off(event: 'senderror', listener: (err: SocketpairError) => void): this
 }
 
 /**
  * One end of a socketpair carrying framed messages with descriptors, on Node's event
  * loop. Shaped like `net.Socket`: `send()` returns `false` under backpressure and
- * `'drain'` follows; `end()` half-closes; `close()` closes now; `ref()`/`unref()`.
+ * `'drain'` follows; `pause()`/`resume()`; `end()` half-closes; `close()` closes now;
+ * `ref()`/`unref()`.
  *
  * ```ts
  * const [a, b] = Channel.pair()
@@ -307,44 +392,62 @@ export interface Channel {
  * ```
  *
  * Events: `'message'` ({@link Message}), `'drain'`, `'end'` (the peer finished
- * sending), `'close'` (always last), `'error'` (with a `code`; `'close'` follows).
+ * sending), `'close'` (always last), `'error'` (with a `code`; `'close'` follows),
+ * `'senderror'` (a queued message the kernel refused, when its `send()` had no callback;
+ * the channel stays open).
  *
- * Like a Node stream, a channel starts reading when the first `'message'` listener is
- * added (or a `for await` loop starts): until then incoming messages wait in the kernel
- * and the peer feels backpressure. From then on it keeps reading; a message that
- * arrives while no `'message'` listener is attached is dropped, its descriptors closed.
+ * Reading follows demand: a channel starts reading when the first `'message'` listener
+ * is added (or a `for await` loop starts, or `resume()` is called); until then incoming
+ * messages wait in the kernel and the peer feels backpressure. `pause()` stops it again.
+ * Nothing is ever dropped for want of a listener: messages that arrive when the last
+ * listener has gone wait, with their descriptors, for the next one, and nothing more is
+ * read meanwhile (at most one read's worth, about 1 MiB, is held).
  */
 export class Channel extends EventEmitter implements AsyncIterable<Message> {
   /** The socket's descriptor (owned by the channel; -1 once closed). */
   readonly fd: number
   #native: NativeChannel | null
   #type: SocketType
-  #allowHalfOpen: boolean
-  #highWaterMark: number
+  #settings: ChannelSettings
   #flushScheduled = false
   #needDrain = false
-  #ending = false
-  #readEnded = false
-  #finished = false
-  #closed = false
+  #paused = false
   #iteratorsPaused = 0
+  /** Somebody asked for messages (a listener, an iterator, resume()): from then on the channel reads unless paused. */
   #flowing = false
+  #reading = false
+  #batch: Batch | null = null
+  /** The addon holds a batch JS has not finished: call settle() once it is. */
+  #settleOwed = false
+  #resumeScheduled = false
+  /** Sends accepted so far: the next send's sequence number. */
+  #sent = 0
+  /** Send callbacks waiting, oldest first: [sequence number, callback]. */
+  #callbacks: [number, SendCallback][] = []
+  /** Why the channel closed, for the error of a later send(). */
+  #closedBecause = 'the channel is closed'
 
   /** Adopts `fd`, a connected Unix socket; use {@link Channel.pair}, {@link Channel.fromFd} or {@link Channel.fromParent}. */
-  private constructor(fd: number, options: ChannelOptions) {
+  private constructor(fd: number, settings: ChannelSettings) {
     super()
-    this.#allowHalfOpen = optionalBoolean(options.allowHalfOpen, 'options.allowHalfOpen', false)
-    this.#highWaterMark = optionalInteger(options.highWaterMark, 'options.highWaterMark', 1024 * 1024, 0, 2 ** 53)
-    const max = optionalInteger(options.maxMessageBytes, 'options.maxMessageBytes', DEFAULT_MAX_MESSAGE_BYTES, 0, 2 ** 32 - 1)
-    this.#native = new (native().NativeChannel)(fd, max, (kind: number, a?: unknown, b?: unknown, c?: unknown) =>
-      this.#onEvent(kind, a, b, c),
-    )
+    loadStateBits()
+    this.#settings = settings
+    this.#native = new (native().NativeChannel)(fd, settings.maxMessageBytes, this, {
+      messages: (data: Buffer, table: Buffer | null, count: number) => this.#onMessages(data, table, count),
+      drain: () => this.#onDrain(),
+      end: () => this.#onEnd(),
+      error: (err: Error) => this.#onFailed(err as SocketpairError),
+      finish: () => this.#checkDone(),
+      refused: (id: number, err: Error) => this.#onRefused(id, err as SocketpairError),
+      written: (oldest: number) => this.#onWritten(oldest),
+    })
     this.fd = fd
     this.#type = this.#native.kind as SocketType
     super.on('newListener', (event: string | symbol) => {
-      if (event === 'message' && !this.#flowing) {
+      // Called before the listener is added: deliver or read on the next tick.
+      if (event === 'message') {
         this.#flowing = true
-        this.#updateReading()
+        this.#scheduleResume(false)
       }
     })
   }
@@ -358,18 +461,18 @@ export class Channel extends EventEmitter implements AsyncIterable<Message> {
    * ```
    */
   static pair(options: PairOptions = {}): [Channel, Channel] {
-    checkObject(options, 'options')
+    const settings = channelSettings(options)
     const [a, b] = socketpair(options.type ?? 'stream')
     let left: Channel
     try {
-      left = new Channel(a, options)
+      left = new Channel(a, settings)
     } catch (err) {
       fs.closeSync(a)
       fs.closeSync(b)
       throw err
     }
     try {
-      return [left, new Channel(b, options)]
+      return [left, new Channel(b, settings)]
     } catch (err) {
       left.close()
       fs.closeSync(b)
@@ -378,11 +481,12 @@ export class Channel extends EventEmitter implements AsyncIterable<Message> {
   }
 
   /**
-   * Adopts an open, connected Unix socket descriptor — inherited from a parent, or
-   * received in a message. The channel owns it from now on (it makes it non-blocking
-   * and close-on-exec, and closes it on `close()`); do not use the number elsewhere.
-   * If this throws (`ENOTSOCK`, `EBADF`, …), nothing was closed: the descriptor is still
-   * yours.
+   * Adopts an open, connected Unix-domain socket descriptor — inherited from a parent,
+   * or received in a message. The channel owns it from now on (it makes it non-blocking
+   * and close-on-exec, and closes it on `close()`); do not use or close the number
+   * elsewhere (`closeFds` refuses it with `ERR_FD_IN_USE`, and adopting it twice throws
+   * `ERR_FD_IN_USE`). If this throws (`ENOTSOCK`, `EBADF`, a socket that is not
+   * `AF_UNIX`, …), nothing was closed: the descriptor is still yours.
    *
    * ```ts
    * const ch = Channel.fromFd(3)
@@ -390,8 +494,7 @@ export class Channel extends EventEmitter implements AsyncIterable<Message> {
    */
   static fromFd(fd: number, options: ChannelOptions = {}): Channel {
     checkFd(fd, 'fd')
-    checkObject(options, 'options')
-    return new Channel(fd, options)
+    return new Channel(fd, channelSettings(options))
   }
 
   /**
@@ -405,6 +508,7 @@ export class Channel extends EventEmitter implements AsyncIterable<Message> {
    * ```
    */
   static fromParent(options: ChannelOptions = {}): Channel {
+    const settings = channelSettings(options)
     const value = process.env[CHANNEL_FD_ENV]
     if (value === undefined) {
       throw codedError(
@@ -414,10 +518,10 @@ export class Channel extends EventEmitter implements AsyncIterable<Message> {
       )
     }
     const fd = Number(value)
-    if (!/^\d+$/.test(value) || !Number.isSafeInteger(fd)) {
+    if (!/^\d+$/.test(value) || !Number.isSafeInteger(fd) || fd > 2 ** 31 - 1) {
       throw codedError(RangeError, 'ERR_OUT_OF_RANGE', `${CHANNEL_FD_ENV} must be a descriptor number, got ${JSON.stringify(value)}`)
     }
-    const channel = Channel.fromFd(fd, options)
+    const channel = new Channel(fd, settings)
     delete process.env[CHANNEL_FD_ENV]
     return channel
   }
@@ -429,7 +533,7 @@ export class Channel extends EventEmitter implements AsyncIterable<Message> {
 
   /** True once `close()` ran or the channel failed. */
   get closed(): boolean {
-    return this.#closed
+    return this.#native === null
   }
 
   /** Bytes queued by `send()` and not yet written. */
@@ -440,29 +544,46 @@ export class Channel extends EventEmitter implements AsyncIterable<Message> {
   /**
    * Sends one message, with descriptors. Returns `false` when the queue has reached
    * `highWaterMark` bytes or holds 1024 descriptors: wait for `'drain'` before sending
-   * more. Messages arrive whole, in
-   * order, each with exactly its descriptors.
+   * more. Messages arrive whole, in order, each with exactly its descriptors.
    *
    * The caller keeps its descriptors and may close them as soon as `send()` returns (a
    * queued message holds duplicates); likewise it may reuse `data`'s memory at once (a
    * queued message holds a copy; unlike `net.Socket#write`, nothing keeps a reference).
-   * Oversized messages, too many descriptors, bad arguments and sending after
-   * `end()`/`close()` throw; a broken connection (`EPIPE`) is an `'error'` event, then
-   * `'close'`.
+   * Everything that can be checked is checked here and thrown, with nothing queued:
+   * bad arguments, a message too large (for a record channel: larger than the socket
+   * carries), too many descriptors, sending after `end()` (`ERR_STREAM_WRITE_AFTER_END`),
+   * after the peer ended (`ERR_CHANNEL_ENDED_BY_PEER`) or after `close()`
+   * (`ERR_CHANNEL_CLOSED`). A broken connection (`EPIPE`) is an `'error'` event, then
+   * `'close'`. A queued message the kernel refuses later (`EINVAL`: a descriptor it will
+   * not pass, such as an io_uring instance) fails alone: `callback(err)` if given,
+   * otherwise a `'senderror'` event (a process warning if nobody listens); the messages
+   * around it are delivered and the channel stays open.
    *
    * ```ts
    * if (!channel.send(chunk)) await once(channel, 'drain')
-   * channel.send('a socket for you', { fds: [socket] })
+   * channel.send('a socket for you', { fds: [socket] }, (err) => { if (err) console.error(err) })
    * ```
    */
-  send(data: Uint8Array | string, options: SendOptions = {}): boolean {
+  send(data: Uint8Array | string, callback?: SendCallback): boolean
+  send(data: Uint8Array | string, options?: SendOptions, callback?: SendCallback): boolean
+  send(data: Uint8Array | string, optionsOrCallback?: SendOptions | SendCallback, maybeCallback?: SendCallback): boolean {
+    let options: unknown = optionsOrCallback
+    let callback: unknown = maybeCallback
+    if (typeof optionsOrCallback === 'function') {
+      options = {}
+      callback = optionsOrCallback
+    }
     const nat = this.#native
-    if (nat === null || this.#closed) {
-      throw codedError(Error, 'ERR_CHANNEL_CLOSED', 'cannot send: the channel is closed')
+    if (nat === null) {
+      throw codedError(Error, 'ERR_CHANNEL_CLOSED', `cannot send: ${this.#closedBecause}`)
     }
     const bytes = toBuffer(data)
+    if (options === undefined) options = {}
     checkObject(options, 'options')
-    const fds = resolvePassables(options.fds)
+    const fds = resolvePassables((options as SendOptions).fds)
+    if (callback !== undefined && typeof callback !== 'function') {
+      throw codedError(TypeError, 'ERR_INVALID_ARG_TYPE', `callback must be a function, got ${describe(callback)}`)
+    }
     let queued: number
     try {
       queued = nat.send(bytes, fds)
@@ -472,8 +593,14 @@ export class Channel extends EventEmitter implements AsyncIterable<Message> {
       this.#destroy(err as SocketpairError)
       return false
     }
+    const id = this.#sent++
+    if (callback !== undefined) {
+      this.#callbacks.push([id, callback as SendCallback])
+      if (this.#callbacks.length === 1) nat.notifyWritten(true)
+      if (queued === 0) process.nextTick(() => this.#onWritten(this.#native?.oldestUnwritten ?? id + 1))
+    }
     if (queued > 0) this.#scheduleFlush()
-    const overWater = queued >= this.#highWaterMark || (fds.length > 0 && nat.queuedFds >= FDS_HIGH_WATER)
+    const overWater = queued >= this.#settings.highWaterMark || (fds.length > 0 && nat.queuedFds >= FDS_HIGH_WATER)
     if (overWater && queued > 0) {
       this.#needDrain = true
       return false
@@ -486,43 +613,45 @@ export class Channel extends EventEmitter implements AsyncIterable<Message> {
    * This side can still receive until the peer ends too; then `'close'` follows.
    */
   end(): void {
+    this.#end(false)
+  }
+
+  #end(byPeer: boolean): void {
     const nat = this.#native
-    if (nat === null || this.#ending) return
-    this.#ending = true
+    if (nat === null || (nat.state & STATE_WRITE_ENDING) !== 0) return
     try {
-      nat.end()
+      nat.end(byPeer)
     } catch (err) {
       this.#destroy(err as SocketpairError)
       return
     }
-    this.#checkFinished()
+    this.#afterFlush(nat)
+    this.#checkDone()
   }
 
   /**
-   * Closes now. Messages already sent are written if the socket takes them at once (use
-   * `end()` to be sure everything is delivered); whatever is still queued is dropped,
-   * every descriptor the channel holds is closed, nothing more is received. `'close'`
-   * follows.
+   * Closes now. What `send()` queued is written if the socket takes it at once, and a
+   * message already partly written is finished in the background (the peer never sees
+   * half a frame); messages not yet begun are dropped (use `end()` to be sure everything
+   * is delivered). Every descriptor the channel holds is closed — those of messages
+   * received but not yet delivered too — and nothing more is received. `'close'` follows.
    */
   close(): void {
-    if (this.#closed) return
-    // What send() queued this turn goes if the socket takes it at once; the rest is dropped.
-    try {
-      this.#native?.flush()
-    } catch {
-      // closing anyway
-    }
-    if (this.#release()) process.nextTick(() => this.emit('close'))
+    if (this.#release('the channel is closed')) process.nextTick(() => this.emit('close'))
   }
 
   /** Closes the native side once; false if it was closed already. */
-  #release(): boolean {
-    if (this.#closed) return false
-    this.#closed = true
+  #release(reason: string): boolean {
     const nat = this.#native
+    if (nat === null) return false
+    this.#closedBecause = reason
+    const written = nat.oldestUnwritten
     this.#native = null
-    nat?.close()
+    this.#batch = null
+    this.#settleOwed = false
+    nat.close()
     ;(this as { fd: number }).fd = -1
+    this.#failCallbacks(written)
     return true
   }
 
@@ -538,23 +667,64 @@ export class Channel extends EventEmitter implements AsyncIterable<Message> {
     return this
   }
 
+  /**
+   * Stops emitting `'message'` and stops reading: what has been read waits (descriptors
+   * included), the rest stays in the kernel and the peer feels backpressure. Works from
+   * inside a `'message'` listener: the messages after it wait too.
+   */
+  pause(): this {
+    this.#paused = true
+    this.#updateReading()
+    return this
+  }
+
+  /** Undoes {@link pause}: the waiting messages are emitted (on the next tick), then reading resumes. */
+  resume(): this {
+    this.#paused = false
+    this.#flowing = true
+    this.#scheduleResume(false)
+    return this
+  }
+
+  /** Whether {@link pause} is in effect (`false` for a new channel). */
+  isPaused(): boolean {
+    return this.#paused
+  }
+
   /** Who created the other end (see {@link peerCredentials}). */
   peerCredentials(): Credentials {
     const nat = this.#native
-    if (nat === null) throw codedError(Error, 'ERR_CHANNEL_CLOSED', 'the channel is closed')
+    if (nat === null) throw codedError(Error, 'ERR_CHANNEL_CLOSED', this.#closedBecause)
     const c = nat.peerCredentials()
     return { pid: c.pid ?? null, uid: c.uid, gid: c.gid }
   }
 
-  /**
-   * `for await (const message of channel)`: every message until the peer ends or the
-   * channel closes; an error is thrown from the loop. Reading pauses while more than
-   * 1024 messages wait to be consumed. Leaving the loop early (`break`) stops listening;
-   * messages already received but not yet yielded are dropped and their descriptors
-   * closed. The channel itself stays open.
-   */
+  /** `for await (const message of channel)`: {@link iterator} with the channel's `readableHighWaterMark`. */
   [Symbol.asyncIterator](): AsyncIterableIterator<Message> {
+    return this.iterator()
+  }
+
+  /**
+   * Every message until the peer ends or the channel closes; an error is thrown from the
+   * loop. Reading pauses while more than `highWaterMark` bytes wait to be consumed.
+   * Leaving the loop early (`break`) stops listening; messages received but not yet
+   * yielded have their descriptors closed. The channel itself stays open.
+   *
+   * ```ts
+   * for await (const { data, fds } of channel.iterator({ highWaterMark: 4 << 20 })) use(data, fds)
+   * ```
+   */
+  iterator(options: IteratorOptions = {}): AsyncIterableIterator<Message> {
+    checkObject(options, 'options')
+    const highWaterMark = optionalInteger(
+      options.highWaterMark,
+      'options.highWaterMark',
+      this.#settings.readableHighWaterMark,
+      0,
+      Number.MAX_SAFE_INTEGER,
+    )
     const queue: Message[] = []
+    let bytes = 0
     let waiting: { resolve: (r: IteratorResult<Message>) => void; reject: (e: unknown) => void } | null = null
     let failure: unknown = null
     let done = false
@@ -563,7 +733,8 @@ export class Channel extends EventEmitter implements AsyncIterable<Message> {
       if (paused === on) return
       paused = on
       this.#iteratorsPaused += on ? 1 : -1
-      this.#updateReading()
+      if (on) this.#updateReading()
+      else this.#scheduleResume(false)
     }
     const finish = (): void => {
       if (done) return
@@ -579,10 +750,11 @@ export class Channel extends EventEmitter implements AsyncIterable<Message> {
         const w = waiting
         waiting = null
         w.resolve({ value: m, done: false })
-      } else {
-        queue.push(m)
-        if (queue.length >= ITERATOR_HIGH_WATER) setPaused(true)
+        return
       }
+      queue.push(m)
+      bytes += m.data.length
+      if (bytes >= highWaterMark) setPaused(true)
     }
     const onEnd = (): void => {
       finish()
@@ -610,7 +782,8 @@ export class Channel extends EventEmitter implements AsyncIterable<Message> {
       next: (): Promise<IteratorResult<Message>> => {
         const m = queue.shift()
         if (m !== undefined) {
-          if (queue.length < ITERATOR_HIGH_WATER / 2) setPaused(false)
+          bytes -= m.data.length
+          if (bytes < highWaterMark) setPaused(false)
           return Promise.resolve({ value: m, done: false })
         }
         if (failure !== null) {
@@ -624,6 +797,7 @@ export class Channel extends EventEmitter implements AsyncIterable<Message> {
       return: (): Promise<IteratorResult<Message>> => {
         finish()
         for (const m of queue.splice(0)) closeQuietly(m.fds)
+        bytes = 0
         return Promise.resolve({ value: undefined, done: true })
       },
       [Symbol.asyncIterator]() {
@@ -633,8 +807,116 @@ export class Channel extends EventEmitter implements AsyncIterable<Message> {
     return iterator
   }
 
+  /** Whether messages may be emitted now. */
+  #deliverable(): boolean {
+    return !this.#paused && this.#iteratorsPaused === 0 && this.listenerCount('message') > 0
+  }
+
+  /**
+   * Reads once flowing and unless paused. With no listener at the moment, one batch is
+   * read and held (the addon reads nothing more while a batch is unfinished), so the
+   * end of stream is still noticed when nothing is left to deliver.
+   */
   #updateReading(): void {
-    this.#native?.setReading(this.#flowing && this.#iteratorsPaused === 0)
+    const nat = this.#native
+    if (nat === null) return
+    const on = this.#flowing && !this.#paused && this.#iteratorsPaused === 0
+    if (on === this.#reading) return
+    this.#reading = on
+    try {
+      nat.setReading(on)
+    } catch (err) {
+      this.#destroy(err as SocketpairError)
+    }
+  }
+
+  /** The addon hands over a batch; returns true once every message of it was emitted. */
+  #onMessages(data: Buffer, table: Buffer | null, count: number): boolean {
+    const words = table === null ? null : new Uint32Array(table.buffer, table.byteOffset, table.byteLength >>> 2)
+    this.#batch = { data, words, count, next: 0, offset: 0, fdAt: 1 + 2 * count }
+    let done: boolean
+    try {
+      done = this.#deliverBatch()
+    } catch (err) {
+      // A listener threw: the exception goes on ('uncaughtException', as any listener's
+      // from the loop); the rest of the batch is delivered on a later turn.
+      this.#settleOwed = true
+      this.#scheduleResume(true)
+      throw err
+    }
+    if (!done) this.#settleOwed = true
+    this.#updateReading()
+    return done
+  }
+
+  /** Emits the batch's messages while they can be; true once none is left. */
+  #deliverBatch(): boolean {
+    const b = this.#batch
+    if (b === null) return true
+    while (b.next < b.count) {
+      if (this.#native === null) break // closed by a listener: the addon closes the rest's descriptors
+      if (!this.#deliverable()) return false
+      const i = b.next
+      let data: Buffer
+      let fds: number[] = []
+      const words = b.words
+      if (words === null) {
+        data = b.data
+      } else {
+        const length = words[1 + 2 * i]!
+        const nfds = words[2 + 2 * i]!
+        if (nfds > 0) {
+          fds = Array.from(words.subarray(b.fdAt, b.fdAt + nfds))
+          b.fdAt += nfds
+        }
+        data = b.data.subarray(b.offset, b.offset + length)
+        b.offset += length
+      }
+      b.next = i + 1
+      // Taken from here on: its descriptors are the listener's.
+      if (words !== null) words[0] = b.next
+      this.emit('message', { data, fds })
+    }
+    this.#batch = null
+    return true
+  }
+
+  #scheduleResume(afterThrow: boolean): void {
+    if (this.#resumeScheduled || this.#native === null) return
+    this.#resumeScheduled = true
+    // After a throw, a macrotask: the tick queue may not run again before the loop
+    // blocks, and the rest of the batch must not wait for an unrelated event.
+    if (afterThrow) setImmediate(() => this.#resumeDelivery())
+    else process.nextTick(() => this.#resumeDelivery())
+  }
+
+  /** Goes on with a batch that was interrupted, then reading. */
+  #resumeDelivery(): void {
+    this.#resumeScheduled = false
+    const nat = this.#native
+    if (nat === null) return
+    if (this.#batch !== null) {
+      let done: boolean
+      try {
+        done = this.#deliverBatch()
+      } catch (err) {
+        this.#scheduleResume(true)
+        throw err
+      }
+      if (!done) return
+    }
+    if (this.#settleOwed && this.#native !== null) {
+      this.#settleOwed = false
+      let ended: boolean
+      try {
+        ended = nat.settle()
+      } catch (err) {
+        this.#onFailed(err as SocketpairError)
+        return
+      }
+      if (ended) this.#onEnd()
+    }
+    this.#updateReading()
   }
 
   #scheduleFlush(): void {
@@ -655,87 +937,89 @@ export class Channel extends EventEmitter implements AsyncIterable<Message> {
       this.#destroy(err as SocketpairError)
       return
     }
-    if (left === 0) this.#drained()
-    this.#checkFinished()
+    this.#afterFlush(nat)
+    if (left === 0) this.#onDrain()
+    this.#checkDone()
   }
 
-  #drained(): void {
+  /** Reports what a flush from JS found: refused messages, and written ones' callbacks. */
+  #afterFlush(nat: NativeChannel): void {
+    if (nat.hasRefused) {
+      const refused = nat.takeRefused()
+      for (let i = 0; i + 1 < refused.length; i += 2) {
+        this.#onRefused(refused[i] as number, refused[i + 1] as SocketpairError)
+      }
+    }
+    if (this.#callbacks.length > 0) this.#onWritten(nat.oldestUnwritten)
+  }
+
+  #onDrain(): void {
     if (this.#needDrain) {
       this.#needDrain = false
       this.emit('drain')
     }
   }
 
-  #checkFinished(): void {
-    if (this.#ending && !this.#finished && this.#native?.finished) {
-      this.#finished = true
-      this.#maybeClose()
+  #onEnd(): void {
+    this.emit('end')
+    if (!this.#settings.allowHalfOpen) {
+      // On a later turn, so that a reply sent right after the 'end' (or after a `for
+      // await` loop that 'end' finished) still goes out before our end.
+      setImmediate(() => this.#end(true))
     }
+    this.#checkDone()
   }
 
-  #maybeClose(): void {
-    if (this.#readEnded && this.#finished) this.close()
+  /** Closes once both halves have ended. */
+  #checkDone(): void {
+    const nat = this.#native
+    if (nat === null) return
+    const both = STATE_READ_ENDED | STATE_WRITE_ENDED
+    if ((nat.state & both) === both) this.close()
+  }
+
+  /** The addon closed the channel because of `err`. */
+  #onFailed(err: SocketpairError): void {
+    this.#destroy(err)
   }
 
   /** Closes because of `err`: 'error', then 'close', as net.Socket does. */
   #destroy(err: SocketpairError): void {
-    if (!this.#release()) return
+    if (!this.#release(`the channel failed (${err.code})`)) return
     process.nextTick(() => {
       this.emit('error', err)
       this.emit('close')
     })
   }
 
-  #onEvent(kind: number, a: unknown, b: unknown, c: unknown): void {
-    switch (kind) {
-      case EVENT_MESSAGES:
-        if (b === null) this.#deliverOne(a as Buffer)
-        else this.#deliver(a as Buffer, b as Buffer, c as number)
-        break
-      case EVENT_DRAIN:
-        this.#drained()
-        break
-      case EVENT_END:
-        this.#readEnded = true
-        this.emit('end')
-        if (!this.#allowHalfOpen) this.end()
-        this.#maybeClose()
-        break
-      case EVENT_ERROR: {
-        const err = new Error(String(b)) as SocketpairError
-        err.code = String(a)
-        this.#destroy(err)
-        break
-      }
-      case EVENT_FINISH:
-        this.#checkFinished()
-        break
+  /** The kernel refused queued message `id`: its callback, or 'senderror', or a warning. */
+  #onRefused(id: number, err: SocketpairError): void {
+    const at = this.#callbacks.findIndex(([n]) => n === id)
+    if (at >= 0) {
+      const [[, callback]] = this.#callbacks.splice(at, 1) as [[number, SendCallback]]
+      process.nextTick(callback, err)
+    } else if (this.listenerCount('senderror') > 0) {
+      this.emit('senderror', err)
+    } else {
+      process.emitWarning(err)
     }
   }
 
-  /** Emits a batch of one message without descriptors. */
-  #deliverOne(data: Buffer): void {
-    if (this.#closed || this.listenerCount('message') === 0) return
-    this.emit('message', { data, fds: [] })
+  /** Every message numbered below `oldest` has been written: call their callbacks. */
+  #onWritten(oldest: number): void {
+    let n = 0
+    while (n < this.#callbacks.length && this.#callbacks[n]![0] < oldest) n++
+    if (n === 0) return
+    for (const [, callback] of this.#callbacks.splice(0, n)) process.nextTick(callback)
+    if (this.#callbacks.length === 0) this.#native?.notifyWritten(false)
   }
 
-  /** Emits a native batch: payloads back to back in `data`, and the Uint32 `table`. */
-  #deliver(data: Buffer, table: Buffer, count: number): void {
-    const words = new Uint32Array(table.buffer, table.byteOffset, table.byteLength / 4)
-    let offset = 0
-    let fdAt = 2 * count
-    for (let i = 0; i < count; i++) {
-      const length = words[2 * i]!
-      const nfds = words[2 * i + 1]!
-      const fds = Array.from(words.subarray(fdAt, fdAt + nfds))
-      fdAt += nfds
-      const message: Message = { data: data.subarray(offset, offset + length), fds }
-      offset += length
-      if (this.#closed || this.listenerCount('message') === 0) {
-        closeQuietly(fds) // closed by an earlier listener, or nobody listens: nobody will own these
-        continue
-      }
-      this.emit('message', message)
+  /** On close: callbacks of written messages succeed, the others fail. */
+  #failCallbacks(oldest: number): void {
+    const waiting = this.#callbacks.splice(0)
+    for (const [id, callback] of waiting) {
+      if (id < oldest) process.nextTick(callback)
+      else process.nextTick(callback, codedError(Error, 'ERR_CHANNEL_CLOSED', `the message was not sent: ${this.#closedBecause}`))
     }
   }
 }
@@ -745,6 +1029,7 @@ export class Channel extends EventEmitter implements AsyncIterable<Message> {
  * end at descriptor `stdio.length` (3 unless you pass more stdio entries), named in the
  * child's environment as `SOCKETPAIR_FD`. The parent's copy of the child's end is closed
  * at once, and the parent's end is close-on-exec, so no other child ever inherits it.
+ * Every argument and option is checked before anything is created.
  *
  * A Node child calls {@link Channel.fromParent}; any other child finds the descriptor
  * number in `SOCKETPAIR_FD` and speaks PROTOCOL.md.
@@ -768,21 +1053,31 @@ export function spawn(
   }
   checkObject(options, 'options')
   const { channel: channelOptions = {}, type = 'stream', ...spawnOptions } = options
+  channelSettings(channelOptions, 'options.channel')
+  checkSocketType(type, 'options.type')
   const stdio = normalizeStdio(spawnOptions.stdio)
   const [mine, theirs] = socketpair(type)
   const index = stdio.length
   stdio.push(theirs)
   const env = { ...(spawnOptions.env ?? process.env), [CHANNEL_FD_ENV]: String(index) }
   let child: childProcess.ChildProcess
+  let channel: Channel
+  try {
+    channel = Channel.fromFd(mine, channelOptions)
+  } catch (err) {
+    fs.closeSync(mine)
+    fs.closeSync(theirs)
+    throw err
+  }
   try {
     child = childProcess.spawn(command, args, { ...spawnOptions, stdio, env })
   } catch (err) {
-    fs.closeSync(mine)
+    channel.close()
     throw err
   } finally {
     fs.closeSync(theirs) // the child has its copy (or failed to start)
   }
-  return { child, channel: Channel.fromFd(mine, channelOptions) }
+  return { child, channel }
 }
 
 /** Options of {@link spawn}: Node's spawn options, plus the channel's. */
@@ -805,47 +1100,63 @@ function normalizeStdio(stdio: childProcess.SpawnOptions['stdio']): childProcess
 }
 
 interface HasHandle {
-  _handle?: { fd?: number } | null
+  _handle?: { fd?: unknown } | null
 }
 
-/** The descriptor numbers behind what a caller wants to pass. */
-function resolvePassables(fds: readonly Passable[] | undefined): number[] {
+/**
+ * The descriptor numbers behind what a caller wants to pass: each element read once
+ * (a snapshot: a getter cannot show one value to the check and another to the send),
+ * every value checked.
+ */
+function resolvePassables(fds: unknown): number[] {
   if (fds === undefined) return []
   if (!Array.isArray(fds)) {
     throw codedError(TypeError, 'ERR_INVALID_ARG_TYPE', `options.fds must be an array, got ${describe(fds)}`)
   }
-  return fds.map((item: unknown, i) => {
+  const length = fds.length
+  const out: number[] = new Array<number>(length)
+  for (let i = 0; i < length; i++) {
     const name = `options.fds[${i}]`
-    if (typeof item === 'number') {
-      checkFd(item, name)
-      return item
+    if (!(i in fds)) {
+      throw codedError(TypeError, 'ERR_INVALID_ARG_TYPE', `${name} is missing (a hole in the array)`)
     }
-    if (item instanceof Channel) {
-      if (item.fd < 0) throw codedError(Error, 'ERR_CHANNEL_CLOSED', `${name} is a closed Channel`)
-      return item.fd
+    out[i] = resolvePassable(fds[i] as unknown, name)
+  }
+  return out
+}
+
+function resolvePassable(item: unknown, name: string): number {
+  if (typeof item === 'number') {
+    checkFd(item, name)
+    return item
+  }
+  if (item instanceof Channel) {
+    const fd = item.fd
+    if (fd < 0) throw codedError(Error, 'ERR_CHANNEL_CLOSED', `${name} is a closed Channel`)
+    return fd
+  }
+  if (item instanceof net.Socket || item instanceof net.Server) {
+    const fd = (item as unknown as HasHandle)._handle?.fd
+    if (typeof fd !== 'number' || fd < 0) {
+      throw codedError(
+        TypeError,
+        'ERR_INVALID_ARG_VALUE',
+        `${name} has no descriptor: pass a connected net.Socket or a listening net.Server`,
+      )
     }
-    if (item instanceof net.Socket || item instanceof net.Server) {
-      const fd = (item as unknown as HasHandle)._handle?.fd
-      if (typeof fd !== 'number' || fd < 0) {
-        throw codedError(
-          TypeError,
-          'ERR_INVALID_ARG_VALUE',
-          `${name} has no descriptor: pass a connected net.Socket or a listening net.Server`,
-        )
-      }
-      return fd
-    }
-    if (item !== null && typeof item === 'object' && typeof (item as { fd?: unknown }).fd === 'number') {
-      const fd = (item as { fd: number }).fd // fs.promises.FileHandle
-      if (fd < 0) throw codedError(Error, 'ERR_INVALID_ARG_VALUE', `${name} is a closed FileHandle`)
-      return fd
-    }
-    throw codedError(
-      TypeError,
-      'ERR_INVALID_ARG_TYPE',
-      `${name} must be a descriptor number, FileHandle, net.Socket, net.Server or Channel, got ${describe(item)}`,
-    )
-  })
+    return fd
+  }
+  if (item !== null && typeof item === 'object' && 'fd' in item) {
+    const fd: unknown = (item as { fd: unknown }).fd // fs.promises.FileHandle
+    if (fd === -1) throw codedError(Error, 'ERR_INVALID_ARG_VALUE', `${name} is a closed FileHandle`)
+    checkFd(fd, `${name}.fd`)
+    return fd
+  }
+  throw codedError(
+    TypeError,
+    'ERR_INVALID_ARG_TYPE',
+    `${name} must be a descriptor number, FileHandle, net.Socket, net.Server or Channel, got ${describe(item)}`,
+  )
 }
 
 function closeQuietly(fds: readonly number[]): void {
@@ -860,6 +1171,17 @@ function closeQuietly(fds: readonly number[]): void {
 // Argument checks: Node's own codes, and messages that say what was passed.
 
 type ErrorConstructorLike = new (message: string) => Error
+
+function isDetached(buffer: ArrayBufferLike): boolean {
+  const flag = (buffer as { detached?: unknown }).detached
+  if (typeof flag === 'boolean') return flag
+  try {
+    new Uint8Array(buffer) // throws for a detached buffer where `detached` is missing
+    return false
+  } catch {
+    return true
+  }
+}
 
 function codedError(Ctor: ErrorConstructorLike, code: SocketpairErrorCode, message: string): SocketpairError {
   const err = new Ctor(message) as SocketpairError
@@ -881,6 +1203,12 @@ function checkFd(fd: unknown, name: string): asserts fd is number {
   }
   if (!Number.isInteger(fd) || fd < 0 || fd > 2 ** 31 - 1) {
     throw codedError(RangeError, 'ERR_OUT_OF_RANGE', `${name} must be an integer from 0 to 2147483647, got ${fd}`)
+  }
+}
+
+function checkSocketType(type: unknown, name: string): asserts type is SocketType {
+  if (type !== 'stream' && type !== 'seqpacket' && type !== 'dgram') {
+    throw codedError(TypeError, 'ERR_INVALID_ARG_VALUE', `${name} must be 'stream', 'seqpacket' or 'dgram', got ${describe(type)}`)
   }
 }
 
@@ -911,7 +1239,13 @@ function optionalInteger(value: unknown, name: string, fallback: number, min: nu
 
 function toBuffer(data: unknown): Buffer {
   if (typeof data === 'string') return Buffer.from(data, 'utf8')
-  if (Buffer.isBuffer(data)) return data
-  if (data instanceof Uint8Array) return Buffer.from(data.buffer, data.byteOffset, data.byteLength)
+  if (data instanceof Uint8Array) {
+    // A view of a transferred (detached) ArrayBuffer has no memory left to send.
+    if (data.byteLength === 0 && isDetached(data.buffer)) {
+      throw codedError(TypeError, 'ERR_INVALID_ARG_VALUE', 'data is a view of a detached ArrayBuffer (it was transferred)')
+    }
+    if (Buffer.isBuffer(data)) return data
+    return Buffer.from(data.buffer, data.byteOffset, data.byteLength)
+  }
   throw codedError(TypeError, 'ERR_INVALID_ARG_TYPE', `data must be a string, Buffer or Uint8Array, got ${describe(data)}`)
 }

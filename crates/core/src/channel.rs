@@ -155,6 +155,11 @@ impl ChannelCore {
         self.read_eof
     }
 
+    /// `end()` was called (what was queued before it may still be going out).
+    pub fn end_requested(&self) -> bool {
+        self.end_requested
+    }
+
     /// `end()` was called and everything before it has been written and shut down.
     pub fn write_done(&self) -> bool {
         self.write_shut
@@ -222,6 +227,11 @@ impl ChannelCore {
             .collect::<Result<Vec<_>>>()?;
         self.writer.push(header, payload, owned, id);
         Ok(())
+    }
+
+    /// How many refused messages wait in [`take_refused`](Self::take_refused).
+    pub fn refused_count(&self) -> usize {
+        self.writer.refused_count()
     }
 
     /// The queued messages the kernel refused (each dropped whole, its descriptors

@@ -12,6 +12,12 @@ use nix::errno::Errno;
 pub enum Error {
     /// A system call failed; `op` names it for the message.
     Os { op: &'static str, errno: Errno },
+    /// A system call failed, and `detail` says what that means here and what to do.
+    OsDetail {
+        op: &'static str,
+        errno: Errno,
+        detail: String,
+    },
     /// More descriptors than one message can carry.
     TooManyFds { count: usize, max: usize },
     /// A message larger than the configured limit (`max`), or than the socket allows
@@ -39,10 +45,15 @@ impl Error {
         Error::Os { op, errno }
     }
 
+    /// Wraps an errno from the named system call, with a message of its own.
+    pub fn os_with_detail(op: &'static str, errno: Errno, detail: String) -> Self {
+        Error::OsDetail { op, errno, detail }
+    }
+
     /// The stable code: `"EPIPE"`, `"EMFILE"`, … or `"ERR_…"`.
     pub fn code(&self) -> String {
         match self {
-            Error::Os { errno, .. } => errno_name(*errno),
+            Error::Os { errno, .. } | Error::OsDetail { errno, .. } => errno_name(*errno).into(),
             Error::TooManyFds { .. } => "ERR_TOO_MANY_FDS".into(),
             Error::MessageTooLarge { .. } => "ERR_MESSAGE_TOO_LARGE".into(),
             Error::FdsTruncated { .. } => "ERR_FDS_TRUNCATED".into(),
@@ -56,16 +67,96 @@ impl Error {
     /// The errno behind an operating-system error, if that is what this is.
     pub fn errno(&self) -> Option<Errno> {
         match self {
-            Error::Os { errno, .. } => Some(*errno),
+            Error::Os { errno, .. } | Error::OsDetail { errno, .. } => Some(*errno),
+            _ => None,
+        }
+    }
+
+    /// The system call an operating-system error came from (`"sendmsg"`; `"fcntl"` for
+    /// `fcntl(F_GETFD)`), as Node's errors carry it in `syscall`.
+    pub fn syscall(&self) -> Option<&'static str> {
+        match self {
+            Error::Os { op, .. } | Error::OsDetail { op, .. } => {
+                Some(op.split('(').next().unwrap_or(op))
+            }
             _ => None,
         }
     }
 }
 
-/// The symbolic name of an errno (`EPIPE`), as Node's own errors spell it.
-fn errno_name(errno: Errno) -> String {
-    // nix's Errno variants are named after the C constants, so Debug is the name.
-    format!("{errno:?}")
+/// The symbolic name of an errno (`EPIPE`), as Node's own errors spell it: the errnos a
+/// socket, descriptor or memory call can return, from a table (the same names as libuv's
+/// `uv_err_name`), `"UNKNOWN"` for any other.
+pub fn errno_name(errno: Errno) -> &'static str {
+    macro_rules! names {
+        ($($name:ident),* $(,)?) => {
+            $(if errno as i32 == libc::$name { return stringify!($name); })*
+        };
+    }
+    names!(
+        EPERM,
+        ENOENT,
+        ESRCH,
+        EINTR,
+        EIO,
+        ENXIO,
+        E2BIG,
+        EBADF,
+        ECHILD,
+        EAGAIN,
+        ENOMEM,
+        EACCES,
+        EFAULT,
+        EBUSY,
+        EEXIST,
+        EXDEV,
+        ENODEV,
+        ENOTDIR,
+        EISDIR,
+        EINVAL,
+        ENFILE,
+        EMFILE,
+        ENOTTY,
+        EFBIG,
+        ENOSPC,
+        ESPIPE,
+        EROFS,
+        EMLINK,
+        EPIPE,
+        ERANGE,
+        ENAMETOOLONG,
+        ENOSYS,
+        ENOTEMPTY,
+        ELOOP,
+        ENOTSOCK,
+        EDESTADDRREQ,
+        EMSGSIZE,
+        EPROTOTYPE,
+        ENOPROTOOPT,
+        EPROTONOSUPPORT,
+        ESOCKTNOSUPPORT,
+        EOPNOTSUPP,
+        EAFNOSUPPORT,
+        EADDRINUSE,
+        EADDRNOTAVAIL,
+        ENETDOWN,
+        ENETUNREACH,
+        ECONNABORTED,
+        ECONNRESET,
+        ENOBUFS,
+        EISCONN,
+        ENOTCONN,
+        ESHUTDOWN,
+        ETOOMANYREFS,
+        ETIMEDOUT,
+        ECONNREFUSED,
+        EHOSTUNREACH,
+        EALREADY,
+        EINPROGRESS,
+        ECANCELED,
+        EOVERFLOW,
+    );
+    "UNKNOWN"
 }
 
 impl fmt::Display for Error {
@@ -75,6 +166,10 @@ impl fmt::Display for Error {
                 write!(f, "{op} failed: {} ({})", errno.desc(), errno_name(*errno))?;
                 match errno {
                     Errno::EPIPE => write!(f, "; the peer has closed its end"),
+                    Errno::ECONNRESET => write!(
+                        f,
+                        "; the peer closed its end without reading everything sent to it"
+                    ),
                     Errno::EMFILE | Errno::ENFILE => {
                         write!(f, "; close descriptors or raise the limit (ulimit -n)")
                     }
@@ -83,6 +178,9 @@ impl fmt::Display for Error {
                     Errno::EAGAIN => write!(f, "; the socket is non-blocking and not ready"),
                     _ => Ok(()),
                 }
+            }
+            Error::OsDetail { op, errno, detail } => {
+                write!(f, "{op} failed ({}): {detail}", errno_name(*errno))
             }
             Error::TooManyFds { count, max } => write!(
                 f,
@@ -135,6 +233,16 @@ mod tests {
             "ERR_TOO_MANY_FDS"
         );
         assert_eq!(Error::Protocol("x".into()).code(), "ERR_PROTOCOL");
+    }
+
+    #[test]
+    fn errno_names_come_from_the_table_and_syscalls_from_the_operation() {
+        assert_eq!(errno_name(Errno::ECONNRESET), "ECONNRESET");
+        assert_eq!(errno_name(Errno::ETOOMANYREFS), "ETOOMANYREFS");
+        assert_eq!(errno_name(Errno::from_raw(100_000)), "UNKNOWN");
+        let e = Error::os("fcntl(F_GETFD)", Errno::EBADF);
+        assert_eq!((e.code().as_str(), e.syscall()), ("EBADF", Some("fcntl")));
+        assert_eq!(Error::Protocol("x".into()).syscall(), None);
     }
 
     #[test]

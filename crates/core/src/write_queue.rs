@@ -175,6 +175,11 @@ impl WriteQueue {
         Ok(Flush::Done)
     }
 
+    /// How many refused messages wait in [`take_refused`](Self::take_refused).
+    pub fn refused_count(&self) -> usize {
+        self.refused.len()
+    }
+
     /// The messages the kernel refused since the last call, oldest first.
     pub fn take_refused(&mut self) -> Vec<Refused> {
         std::mem::take(&mut self.refused)

@@ -15,11 +15,15 @@ static ALLOC: socketpair_core::alloc::PageAlloc = socketpair_core::alloc::PageAl
 #[cfg(unix)]
 mod channel;
 #[cfg(unix)]
+mod js;
+#[cfg(unix)]
+mod registry;
+#[cfg(unix)]
 mod unix;
 #[cfg(unix)]
 mod uv;
 
 #[cfg(unix)]
-pub use channel::NativeChannel;
+pub use channel::*;
 #[cfg(unix)]
 pub use unix::*;

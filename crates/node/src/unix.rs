@@ -4,18 +4,16 @@ use std::io::IoSlice;
 use std::os::fd::{AsFd, BorrowedFd, IntoRawFd, OwnedFd, RawFd};
 
 use napi::bindgen_prelude::BufferSlice;
-use napi::{Env, Status};
+use napi::Env;
 use napi_derive::napi;
 use socketpair_core::msg::{self, MAX_FDS_PER_MESSAGE};
 use socketpair_core::socket::{self, PairOptions, SocketKind};
 use socketpair_core::{peercred, Error};
 
-/// Throws `e` as a JS `Error` whose `code` is the stable code, and tells napi-rs the
-/// exception is already pending.
+/// Throws `e` as a JS `Error` shaped like Node's (`code`; `errno` and `syscall` for
+/// system errors), and tells napi-rs the exception is already pending.
 pub(crate) fn throw(env: &Env, e: Error) -> napi::Error {
-    let message = e.to_string().replace('\0', "");
-    let _ = env.throw_error(&message, Some(&e.code()));
-    napi::Error::from_status(Status::PendingException)
+    crate::js::throw(env.raw(), e)
 }
 
 /// Borrows a descriptor number that JS handed us, for the length of one call.
@@ -91,10 +89,16 @@ pub fn recvmsg(env: Env, fd: i32, mut buf: BufferSlice, max_fds: u32) -> napi::R
     let mut fds = Vec::new();
     let r = msg::recv_with_fds(sock.as_fd(), &mut buf, max_fds as usize, &mut fds)
         .map_err(|e| throw(&env, e))?;
-    // Zero bytes is end of stream, except on a datagram socket where an empty record is
-    // a message; ask the socket only in that rare case.
-    let eof =
-        r.bytes == 0 && socket::socket_kind(sock).map_err(|e| throw(&env, e))? != SocketKind::Dgram;
+    // Zero bytes is end of stream on a stream socket. On a datagram socket an empty
+    // record is a message; on a seqpacket socket it is one too unless the peer has shut
+    // down (then the kernel reports end of stream). Ask the socket only in that rare case.
+    let eof = r.bytes == 0
+        && r.fds == 0
+        && match socket::socket_kind(sock).map_err(|e| throw(&env, e))? {
+            SocketKind::Stream => true,
+            SocketKind::Dgram => false,
+            SocketKind::Seqpacket => socket::peer_shut_down(sock).map_err(|e| throw(&env, e))?,
+        };
     Ok(Received {
         bytes: r.bytes as i64,
         fds: release(fds),
@@ -121,7 +125,10 @@ pub fn peer_credentials(env: Env, fd: i32) -> napi::Result<Credentials> {
     })
 }
 
-/// close(2) on each descriptor; every one is attempted, the first failure is thrown.
+/// close(2) on each descriptor; every one is attempted, the first failure is thrown. A
+/// descriptor an open channel owns is left open (`ERR_FD_IN_USE`): closing it behind the
+/// channel's back would leave the channel with a number that may come to mean another
+/// file.
 #[napi]
 pub fn close_fds(env: Env, fds: Vec<i32>) -> napi::Result<()> {
     let mut first_error = None;
@@ -130,6 +137,10 @@ pub fn close_fds(env: Env, fds: Vec<i32>) -> napi::Result<()> {
             first_error.get_or_insert(Error::InvalidArgument(format!(
                 "descriptors must be non-negative integers, got {fd}"
             )));
+            continue;
+        }
+        if crate::registry::owned_by_channel(fd) {
+            first_error.get_or_insert(crate::registry::in_use(fd));
             continue;
         }
         if let Err(e) = nix::unistd::close(fd) {

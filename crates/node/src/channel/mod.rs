@@ -1,0 +1,416 @@
+//! `NativeChannel`: a [`ChannelCore`] wired to the calling environment's libuv loop, and
+//! the native owner of a channel's life. The index.ts `Channel` shapes the public API on
+//! top and reads the state from here.
+//!
+//! - [`shared`]: the state, the poll mask, closing, lingering and teardown;
+//! - [`delivery`]: the poll callback, and batches handed to JS transactionally.
+
+mod delivery;
+mod shared;
+
+use std::cell::RefCell;
+use std::ffi::c_void;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, IntoRawFd, OwnedFd};
+use std::ptr;
+use std::rc::Rc;
+
+use napi::bindgen_prelude::{BufferSlice, Unknown};
+use napi::{sys, Env, JsValue};
+use napi_derive::napi;
+use nix::errno::Errno;
+use socketpair_core::channel::ChannelCore;
+use socketpair_core::socket::{self, SocketKind};
+use socketpair_core::{peercred, Error};
+
+use crate::js::{self, AsyncContext, Reference};
+use crate::registry;
+use crate::unix::{borrow, Credentials};
+use crate::uv::{self, Poll};
+use shared::{bits, busy, Handlers, Phase, Shared, SharedRef};
+
+/// `state` bit: the peer's end of stream has been delivered.
+#[napi]
+pub const STATE_READ_ENDED: u32 = bits::READ_ENDED;
+/// `state` bit: `end()` was called.
+#[napi]
+pub const STATE_WRITE_ENDING: u32 = bits::WRITE_ENDING;
+/// `state` bit: everything sent before `end()` is written and the sending side shut.
+#[napi]
+pub const STATE_WRITE_ENDED: u32 = bits::WRITE_ENDED;
+/// `state` bit: the sending side was ended because the peer ended.
+#[napi]
+pub const STATE_ENDED_BY_PEER: u32 = bits::ENDED_BY_PEER;
+/// `state` bit: closed.
+#[napi]
+pub const STATE_CLOSED: u32 = bits::CLOSED;
+
+/// The native half of a `Channel`. Not part of the public API: use `Channel` from index.ts.
+#[napi]
+pub struct NativeChannel {
+    shared: SharedRef,
+}
+
+#[napi]
+impl NativeChannel {
+    /// Adopts `fd` (it is ours once this returns) and calls `handlers`' functions, with
+    /// `owner` as `this` and as the async resource, for what happens. If this throws,
+    /// the descriptor is still the caller's: nothing closed it.
+    #[napi(
+        constructor,
+        ts_args_type = "fd: number, maxMessageBytes: number, owner: object, handlers: { messages(data: Buffer, table: Buffer | null, count: number): boolean; drain(): void; end(): void; error(err: Error): void; finish(): void; refused(id: number, err: Error): void; written(oldestUnwritten: number): void }"
+    )]
+    pub fn new(
+        env: Env,
+        fd: i32,
+        max_message_bytes: f64,
+        owner: Unknown,
+        handlers: Unknown,
+    ) -> napi::Result<Self> {
+        let raw_env = env.raw();
+        borrow(&env, fd, "fd")?;
+        let handlers = make_handlers(raw_env, owner.raw(), handlers.raw()).ok_or_else(|| {
+            js::throw(
+                raw_env,
+                Error::InvalidArgument("handlers must be an object of functions".into()),
+            )
+        })?;
+        // SAFETY: JS hands us this descriptor: from here on the channel owns it (index.ts
+        // documents that Channel.fromFd takes ownership); it is not -1 (checked above).
+        // On any failure below it is handed back (into_raw_fd), never closed.
+        let owned = unsafe { OwnedFd::from_raw_fd(fd) };
+        let max = if max_message_bytes.is_finite() && max_message_bytes >= 0.0 {
+            max_message_bytes as usize
+        } else {
+            0
+        };
+        let core = match ChannelCore::adopt(owned, max) {
+            Ok(core) => core,
+            Err((e, owned)) => {
+                let _ = owned.into_raw_fd(); // the caller's again
+                return Err(js::throw(raw_env, e));
+            }
+        };
+        let identity =
+            match socket::identity(core.fd()).and_then(|id| registry::claim(fd, id).map(|()| id)) {
+                Ok(id) => id,
+                Err(e) => {
+                    let _ = core.into_fd().into_raw_fd();
+                    return Err(js::throw(raw_env, e));
+                }
+            };
+        let shared = Rc::new(RefCell::new(Shared::new(raw_env, core, identity)));
+        if let Ok(mut s) = shared.try_borrow_mut() {
+            s.handlers = Some(handlers);
+        }
+        let this = NativeChannel { shared };
+        if let Err(e) = this.start(raw_env) {
+            // Hand the descriptor back before closing the rest.
+            if let Ok(mut s) = this.shared.try_borrow_mut() {
+                if let Some(core) = s.core.take() {
+                    let fd = core.into_fd();
+                    let _ = registry::release(fd.as_fd(), identity);
+                    let _ = fd.into_raw_fd();
+                }
+            }
+            shared::close(&this.shared, false);
+            return Err(js::throw(raw_env, e));
+        }
+        Ok(this)
+    }
+
+    fn start(&self, env: sys::napi_env) -> Result<(), Error> {
+        let mut loop_: *mut uv::UvLoop = ptr::null_mut();
+        // SAFETY: env is the live environment of this call; loop_ is an out-pointer.
+        if unsafe { sys::napi_get_uv_event_loop(env, &mut loop_) } != sys::Status::napi_ok
+            || loop_.is_null()
+        {
+            return Err(Error::Unsupported(
+                "no libuv event loop in this environment".into(),
+            ));
+        }
+        let hook = shared::register_cleanup_hook(&self.shared, env)?;
+        let mut s = self.shared.try_borrow_mut().map_err(|_| busy())?;
+        s.hook = Some(hook);
+        let fd = s.core()?.fd().as_raw_fd();
+        let data = Rc::into_raw(self.shared.clone()) as *mut c_void;
+        // SAFETY: loop_ is this environment's loop and we are on its thread.
+        let poll = match unsafe { Poll::new(loop_, fd, data) } {
+            Ok(p) => p,
+            Err(status) => {
+                // SAFETY: the handle never took `data`: take the strong count back.
+                drop(unsafe { Rc::from_raw(data as *const RefCell<Shared>) });
+                return Err(Error::os(
+                    "uv_poll_init",
+                    Errno::from_raw(uv::status_errno(status)),
+                ));
+            }
+        };
+        s.poll = Some(poll);
+        s.update_poll()
+    }
+
+    /// Sends (or queues) one message; returns the bytes now queued. The message's
+    /// sequence number is the count of sends accepted before it.
+    #[napi]
+    pub fn send(&self, env: Env, data: BufferSlice, fds: Vec<i32>) -> napi::Result<f64> {
+        let borrowed = fds
+            .iter()
+            .map(|&f| borrow(&env, f, "every passed descriptor"))
+            .collect::<napi::Result<Vec<BorrowedFd<'_>>>>()?;
+        self.with_state(&env, |s| {
+            if s.ended_by_peer && s.core.as_ref().is_some_and(ChannelCore::end_requested) {
+                return Err(Error::State {
+                    code: "ERR_CHANNEL_ENDED_BY_PEER",
+                    message: "cannot send: the peer ended the channel, so this side ended \
+                              too (allowHalfOpen is false); pass allowHalfOpen: true to keep \
+                              sending after the peer's end"
+                        .into(),
+                });
+            }
+            let core = s.core()?;
+            core.send(&data, &borrowed)?;
+            Ok(core.queued_bytes() as f64)
+        })
+    }
+
+    /// Writes what is queued; returns the bytes still queued.
+    #[napi]
+    pub fn flush(&self, env: Env) -> napi::Result<f64> {
+        self.with_state(&env, |s| {
+            s.flush_with(ChannelCore::flush)?;
+            Ok(s.core.as_ref().map_or(0.0, |c| c.queued_bytes() as f64))
+        })
+    }
+
+    /// Half-close after the queued writes (`by_peer`: because the peer ended); returns
+    /// the bytes still queued.
+    #[napi]
+    pub fn end(&self, env: Env, by_peer: bool) -> napi::Result<f64> {
+        self.with_state(&env, |s| {
+            if by_peer && !s.core()?.end_requested() {
+                s.ended_by_peer = true;
+            }
+            s.flush_with(ChannelCore::end)?;
+            Ok(s.core.as_ref().map_or(0.0, |c| c.queued_bytes() as f64))
+        })
+    }
+
+    /// The messages the kernel refused since the last call, as `[id, error, id, error, …]`.
+    #[napi(ts_return_type = "Array<number | Error>")]
+    pub fn take_refused(&self, env: Env) -> napi::Result<Vec<Unknown<'_>>> {
+        let refused = match self.shared.try_borrow_mut() {
+            Ok(mut s) => s
+                .core
+                .as_mut()
+                .map(ChannelCore::take_refused)
+                .unwrap_or_default(),
+            Err(_) => Vec::new(),
+        };
+        let raw = env.raw();
+        let mut out = Vec::with_capacity(refused.len() * 2);
+        for r in refused {
+            if let (Some(id), Some(err)) = (
+                js::f64_value(raw, r.id as f64),
+                js::error_value(raw, &r.error),
+            ) {
+                // SAFETY: both are live values of this call's scope.
+                unsafe {
+                    out.push(Unknown::from_raw_unchecked(raw, id));
+                    out.push(Unknown::from_raw_unchecked(raw, err));
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Whether messages refused by the kernel wait in `takeRefused()`.
+    #[napi(getter)]
+    pub fn has_refused(&self) -> bool {
+        self.shared
+            .try_borrow()
+            .is_ok_and(|s| s.core.as_ref().is_some_and(|c| c.refused_count() > 0))
+    }
+
+    /// The sequence number of the oldest message not yet written whole (every message
+    /// before it has been handed to the kernel).
+    #[napi(getter)]
+    pub fn oldest_unwritten(&self) -> f64 {
+        self.shared
+            .try_borrow()
+            .ok()
+            .and_then(|s| s.core.as_ref().map(|c| c.oldest_unwritten() as f64))
+            .unwrap_or(0.0)
+    }
+
+    /// Report the queue's progress (`written` handler) after writes made by the loop.
+    #[napi]
+    pub fn notify_written(&self, on: bool) {
+        if let Ok(mut s) = self.shared.try_borrow_mut() {
+            s.notify_written = on;
+        }
+    }
+
+    /// The channel's state as `STATE_*` bits.
+    #[napi(getter)]
+    pub fn state(&self) -> u32 {
+        self.shared.try_borrow().map_or(bits::CLOSED, |s| s.state())
+    }
+
+    #[napi(getter)]
+    pub fn queued_bytes(&self) -> f64 {
+        self.shared
+            .try_borrow()
+            .ok()
+            .and_then(|s| s.core.as_ref().map(|c| c.queued_bytes() as f64))
+            .unwrap_or(0.0)
+    }
+
+    #[napi(getter)]
+    pub fn queued_fds(&self) -> f64 {
+        self.shared
+            .try_borrow()
+            .ok()
+            .and_then(|s| s.core.as_ref().map(|c| c.queued_fds() as f64))
+            .unwrap_or(0.0)
+    }
+
+    /// 'stream', 'seqpacket' or 'dgram'.
+    #[napi(getter)]
+    pub fn kind(&self) -> String {
+        let kind = self
+            .shared
+            .try_borrow()
+            .ok()
+            .and_then(|s| s.core.as_ref().map(|c| c.kind()));
+        match kind {
+            Some(SocketKind::Stream) => "stream",
+            Some(SocketKind::Seqpacket) => "seqpacket",
+            Some(SocketKind::Dgram) => "dgram",
+            None => "closed",
+        }
+        .into()
+    }
+
+    #[napi(getter)]
+    pub fn max_message_bytes(&self) -> f64 {
+        self.shared
+            .try_borrow()
+            .ok()
+            .and_then(|s| s.core.as_ref().map(|c| c.max_message_bytes() as f64))
+            .unwrap_or(0.0)
+    }
+
+    /// Starts or stops reading (a listener, `pause()`/`resume()`, an iterator's
+    /// backpressure).
+    #[napi]
+    pub fn set_reading(&self, env: Env, on: bool) -> napi::Result<()> {
+        self.with_state(&env, |s| {
+            if s.phase != Phase::Open {
+                return Ok(());
+            }
+            s.reading = on;
+            s.update_poll()
+        })
+    }
+
+    /// JS has finished the batch in flight; returns true when the end of stream came
+    /// behind it (throws the error that came behind it, having closed the channel).
+    #[napi]
+    pub fn settle(&self, env: Env) -> napi::Result<bool> {
+        delivery::settle(&self.shared).map_err(|e| js::throw(env.raw(), e))
+    }
+
+    #[napi(js_name = "ref")]
+    pub fn ref_(&self) {
+        if let Ok(s) = self.shared.try_borrow() {
+            if let (Some(p), Phase::Open) = (&s.poll, s.phase) {
+                p.set_ref(true);
+            }
+        }
+    }
+
+    #[napi]
+    pub fn unref(&self) {
+        if let Ok(s) = self.shared.try_borrow() {
+            if let Some(p) = &s.poll {
+                p.set_ref(false);
+            }
+        }
+    }
+
+    /// Closes: what the socket takes at once is written, messages not begun are dropped,
+    /// a frame already begun is finished in the background; every descriptor the channel
+    /// holds is closed.
+    #[napi]
+    pub fn close(&self) {
+        shared::close(&self.shared, true);
+    }
+
+    #[napi]
+    pub fn peer_credentials(&self, env: Env) -> napi::Result<Credentials> {
+        self.with_state(&env, |s| {
+            let c = peercred::peer_credentials(s.core()?.fd())?;
+            Ok(Credentials {
+                pid: c.pid,
+                uid: c.uid,
+                gid: c.gid,
+            })
+        })
+    }
+
+    fn with_state<T>(
+        &self,
+        env: &Env,
+        f: impl FnOnce(&mut Shared) -> Result<T, Error>,
+    ) -> napi::Result<T> {
+        let raw = env.raw();
+        let mut s = self
+            .shared
+            .try_borrow_mut()
+            .map_err(|_| js::throw(raw, busy()))?;
+        let result = f(&mut s).and_then(|v| s.update_poll().map(|()| v));
+        result.map_err(|e| js::throw(raw, e))
+    }
+}
+
+impl Drop for NativeChannel {
+    fn drop(&mut self) {
+        shared::close(&self.shared, false);
+    }
+}
+
+/// References to `owner` and to each function of `handlers`, and the async context.
+fn make_handlers(
+    env: sys::napi_env,
+    owner: sys::napi_value,
+    handlers: sys::napi_value,
+) -> Option<Handlers> {
+    let get = |name: &str| -> Option<Reference> {
+        let key = std::ffi::CString::new(name).ok()?;
+        let mut value: sys::napi_value = ptr::null_mut();
+        // SAFETY: env and handlers are live; key is NUL-terminated; value an out-pointer.
+        let ok = unsafe { sys::napi_get_named_property(env, handlers, key.as_ptr(), &mut value) }
+            == sys::Status::napi_ok;
+        let mut kind = sys::ValueType::napi_undefined;
+        // SAFETY: as above.
+        let is_fn = ok
+            && unsafe { sys::napi_typeof(env, value, &mut kind) } == sys::Status::napi_ok
+            && kind == sys::ValueType::napi_function;
+        if is_fn {
+            Reference::new(env, value)
+        } else {
+            None
+        }
+    };
+    Some(Handlers {
+        messages: get("messages")?,
+        drain: get("drain")?,
+        end: get("end")?,
+        error: get("error")?,
+        finish: get("finish")?,
+        refused: get("refused")?,
+        written: get("written")?,
+        owner: Reference::new(env, owner)?,
+        context: AsyncContext::new(env, owner, "socketpair.Channel")?,
+    })
+}
