@@ -109,7 +109,7 @@ fn dispatch(shared: &SharedRef, env: sys::napi_env, status: c_int, mut events: c
             s.events = 0;
             events = UV_READABLE | UV_WRITABLE;
         }
-        let wants = s.core.as_ref().is_some_and(ChannelCore::wants_write);
+        let wants = s.core.as_ref().is_some_and(|c| c.wants_write());
         (s.phase, wants)
     };
     if phase == Phase::Lingering {
@@ -336,11 +336,11 @@ fn deliver(shared: &SharedRef, env: sys::napi_env, messages: Vec<Message>) -> bo
     args[2] = n;
     match shared.try_borrow_mut() {
         Ok(mut s) => {
-            s.inflight = Some(Inflight {
+            s.inflight = Some(Box::new(Inflight {
                 fds,
                 per_message,
                 cursor,
-            })
+            }))
         }
         Err(_) => return false,
     }

@@ -9,15 +9,13 @@ mod delivery;
 mod shared;
 
 use std::cell::RefCell;
-use std::ffi::c_void;
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, IntoRawFd, OwnedFd};
+use std::os::fd::{AsFd, BorrowedFd, FromRawFd, IntoRawFd, OwnedFd};
 use std::ptr;
 use std::rc::Rc;
 
 use napi::bindgen_prelude::{BufferSlice, Unknown};
 use napi::{sys, Env, JsValue};
 use napi_derive::napi;
-use nix::errno::Errno;
 use socketpair_core::channel::ChannelCore;
 use socketpair_core::socket::{self, SocketKind};
 use socketpair_core::{peercred, Error};
@@ -25,7 +23,7 @@ use socketpair_core::{peercred, Error};
 use crate::js::{self, AsyncContext, Reference};
 use crate::registry;
 use crate::unix::{borrow, Credentials};
-use crate::uv::{self, Poll};
+use crate::uv;
 use shared::{bits, busy, Handlers, Phase, Shared, SharedRef};
 
 /// `state` bit: the peer's end of stream has been delivered.
@@ -98,55 +96,40 @@ impl NativeChannel {
                     return Err(js::throw(raw_env, e));
                 }
             };
-        let shared = Rc::new(RefCell::new(Shared::new(raw_env, core, identity)));
-        if let Ok(mut s) = shared.try_borrow_mut() {
-            s.handlers = Some(handlers);
-        }
-        let this = NativeChannel { shared };
-        if let Err(e) = this.start(raw_env) {
-            // Hand the descriptor back before closing the rest.
-            if let Ok(mut s) = this.shared.try_borrow_mut() {
-                if let Some(core) = s.core.take() {
-                    let fd = core.into_fd();
-                    let _ = registry::release(fd.as_fd(), identity);
-                    let _ = fd.into_raw_fd();
-                }
-            }
-            shared::close(&this.shared, false);
-            return Err(js::throw(raw_env, e));
-        }
-        Ok(this)
-    }
-
-    fn start(&self, env: sys::napi_env) -> Result<(), Error> {
-        let mut loop_: *mut uv::UvLoop = ptr::null_mut();
-        // SAFETY: env is the live environment of this call; loop_ is an out-pointer.
-        if unsafe { sys::napi_get_uv_event_loop(env, &mut loop_) } != sys::Status::napi_ok
-            || loop_.is_null()
-        {
-            return Err(Error::Unsupported(
-                "no libuv event loop in this environment".into(),
-            ));
-        }
-        let hook = shared::register_cleanup_hook(&self.shared, env)?;
-        let mut s = self.shared.try_borrow_mut().map_err(|_| busy())?;
-        s.hook = Some(hook);
-        let fd = s.core()?.fd().as_raw_fd();
-        let data = Rc::into_raw(self.shared.clone()) as *mut c_void;
-        // SAFETY: loop_ is this environment's loop and we are on its thread.
-        let poll = match unsafe { Poll::new(loop_, fd, data) } {
-            Ok(p) => p,
-            Err(status) => {
-                // SAFETY: the handle never took `data`: take the strong count back.
-                drop(unsafe { Rc::from_raw(data as *const RefCell<Shared>) });
-                return Err(Error::os(
-                    "uv_poll_init",
-                    Errno::from_raw(uv::status_errno(status)),
-                ));
+        let uv_loop = match event_loop(raw_env) {
+            Ok(l) => l,
+            Err(e) => {
+                let fd = core.into_fd();
+                let _ = registry::release(fd.as_fd(), identity);
+                let _ = fd.into_raw_fd();
+                return Err(js::throw(raw_env, e));
             }
         };
-        s.poll = Some(poll);
-        s.update_poll()
+        let shared = Rc::new_cyclic(|this| {
+            let mut s = Shared::new(raw_env, uv_loop, core, identity, this.clone());
+            s.handlers = Some(Box::new(handlers));
+            RefCell::new(s)
+        });
+        match shared::register_cleanup_hook(&shared, raw_env) {
+            Ok(hook) => {
+                if let Ok(mut s) = shared.try_borrow_mut() {
+                    s.hook = Some(hook);
+                }
+            }
+            Err(e) => {
+                // Hand the descriptor back before closing the rest.
+                if let Ok(mut s) = shared.try_borrow_mut() {
+                    if let Some(core) = s.core.take() {
+                        let fd = core.into_fd();
+                        let _ = registry::release(fd.as_fd(), identity);
+                        let _ = fd.into_raw_fd();
+                    }
+                }
+                shared::close(&shared, false);
+                return Err(js::throw(raw_env, e));
+            }
+        }
+        Ok(NativeChannel { shared })
     }
 
     /// Sends (or queues) one message; returns the bytes now queued. The message's
@@ -158,7 +141,7 @@ impl NativeChannel {
             .map(|&f| borrow(&env, f, "every passed descriptor"))
             .collect::<napi::Result<Vec<BorrowedFd<'_>>>>()?;
         self.with_state(&env, |s| {
-            if s.ended_by_peer && s.core.as_ref().is_some_and(ChannelCore::end_requested) {
+            if s.ended_by_peer && s.core.as_ref().is_some_and(|c| c.end_requested()) {
                 return Err(Error::State {
                     code: "ERR_CHANNEL_ENDED_BY_PEER",
                     message: "cannot send: the peer ended the channel, so this side ended \
@@ -202,7 +185,7 @@ impl NativeChannel {
             Ok(mut s) => s
                 .core
                 .as_mut()
-                .map(ChannelCore::take_refused)
+                .map(|c| c.take_refused())
                 .unwrap_or_default(),
             Err(_) => Vec::new(),
         };
@@ -322,19 +305,17 @@ impl NativeChannel {
 
     #[napi(js_name = "ref")]
     pub fn ref_(&self) {
-        if let Ok(s) = self.shared.try_borrow() {
-            if let (Some(p), Phase::Open) = (&s.poll, s.phase) {
-                p.set_ref(true);
+        if let Ok(mut s) = self.shared.try_borrow_mut() {
+            if s.phase == Phase::Open {
+                s.set_ref(true);
             }
         }
     }
 
     #[napi]
     pub fn unref(&self) {
-        if let Ok(s) = self.shared.try_borrow() {
-            if let Some(p) = &s.poll {
-                p.set_ref(false);
-            }
+        if let Ok(mut s) = self.shared.try_borrow_mut() {
+            s.set_ref(false);
         }
     }
 
@@ -374,9 +355,31 @@ impl NativeChannel {
 }
 
 impl Drop for NativeChannel {
+    /// The JS object was collected: close what is still open. A channel lingering to
+    /// finish a frame is left to finish it (its poll handle keeps the state alive).
     fn drop(&mut self) {
-        shared::close(&self.shared, false);
+        let lingering = self
+            .shared
+            .try_borrow()
+            .is_ok_and(|s| s.phase == Phase::Lingering);
+        if !lingering {
+            shared::close(&self.shared, false);
+        }
     }
+}
+
+/// The libuv loop of the calling environment.
+fn event_loop(env: sys::napi_env) -> Result<*mut uv::UvLoop, Error> {
+    let mut uv_loop: *mut uv::UvLoop = ptr::null_mut();
+    // SAFETY: env is the live environment of this call; uv_loop is an out-pointer.
+    if unsafe { sys::napi_get_uv_event_loop(env, &mut uv_loop) } != sys::Status::napi_ok
+        || uv_loop.is_null()
+    {
+        return Err(Error::Unsupported(
+            "no libuv event loop in this environment".into(),
+        ));
+    }
+    Ok(uv_loop)
 }
 
 /// References to `owner` and to each function of `handlers`, and the async context.

@@ -23,7 +23,7 @@ use std::cell::RefCell;
 use std::ffi::{c_int, c_void};
 use std::os::fd::{AsFd, AsRawFd, IntoRawFd, OwnedFd};
 use std::ptr;
-use std::rc::Rc;
+use std::rc::{Rc, Weak};
 
 use napi::sys;
 use nix::errno::Errno;
@@ -97,9 +97,18 @@ impl CleanupHook {
     }
 }
 
+/// Heavy parts are boxed: a closed channel's state may wait for the loop's next turn
+/// (libuv closes handles asynchronously) or for the garbage collector, and should hold
+/// little meanwhile.
 pub(crate) struct Shared {
     pub env: sys::napi_env,
-    pub core: Option<ChannelCore>,
+    /// This state itself, for the strong count a poll handle holds once it exists.
+    pub this: Weak<RefCell<Shared>>,
+    /// The loop the poll handle is created on, the first time the channel polls.
+    pub uv_loop: *mut uv::UvLoop,
+    /// `ref()`/`unref()`, applied to the poll handle when there is one.
+    pub refed: bool,
+    pub core: Option<Box<ChannelCore>>,
     /// The socket's identity when adopted: the descriptor number is ours only while it
     /// still points to this.
     pub identity: Identity,
@@ -112,7 +121,7 @@ pub(crate) struct Shared {
     /// (Sends are flushed from JS at the end of the turn; watching for writable only
     /// when the socket is actually full saves two epoll_ctl calls per send.)
     pub write_blocked: bool,
-    pub handlers: Option<Handlers>,
+    pub handlers: Option<Box<Handlers>>,
     pub hook: Option<CleanupHook>,
     /// The environment's cleanup hook closed us: remove the hook once the poll handle
     /// has finished closing.
@@ -123,7 +132,7 @@ pub(crate) struct Shared {
     /// JS waits for send callbacks: report progress of the queue.
     pub notify_written: bool,
     /// A batch JS has not finished delivering: nothing more is read until it has.
-    pub inflight: Option<Inflight>,
+    pub inflight: Option<Box<Inflight>>,
     /// End of stream or an error found behind the in-flight batch, reported after it.
     pub pending: Option<Pending>,
     /// Calls into JS in progress (a handler may close the channel, or start another
@@ -131,14 +140,23 @@ pub(crate) struct Shared {
     pub emitting: u32,
     /// Handlers released by a close() during a call into JS: dropped once the call
     /// returns, since the call is still using their async context.
-    pub retired: Option<Handlers>,
+    pub retired: Option<Box<Handlers>>,
 }
 
 impl Shared {
-    pub(crate) fn new(env: sys::napi_env, core: ChannelCore, identity: Identity) -> Self {
+    pub(crate) fn new(
+        env: sys::napi_env,
+        uv_loop: *mut uv::UvLoop,
+        core: ChannelCore,
+        identity: Identity,
+        this: Weak<RefCell<Shared>>,
+    ) -> Self {
         Shared {
             env,
-            core: Some(core),
+            this,
+            uv_loop,
+            refed: true,
+            core: Some(Box::new(core)),
             identity,
             poll: None,
             events: 0,
@@ -216,14 +234,21 @@ impl Shared {
         if events == self.events {
             return Ok(());
         }
-        let Some(poll) = &self.poll else {
-            return Ok(());
-        };
         if events != 0 && !socket::identity(core.fd()).is_ok_and(|id| id == self.identity) {
-            poll.set(0, on_poll);
+            if let Some(poll) = &self.poll {
+                poll.set(0, on_poll);
+            }
             self.events = 0;
             return Err(lost_descriptor(core.fd().as_raw_fd()));
         }
+        if self.poll.is_none() {
+            // The first time this channel polls: a channel that never reads nor waits to
+            // write never has a handle, and closes without waiting for the loop.
+            self.poll = Some(self.new_poll(core.fd().as_raw_fd())?);
+        }
+        let Some(poll) = &self.poll else {
+            return Ok(());
+        };
         let rc = poll.set(events, on_poll);
         if rc != 0 {
             poll.set(0, on_poll);
@@ -235,6 +260,42 @@ impl Shared {
         }
         self.events = events;
         Ok(())
+    }
+
+    fn new_poll(&self, fd: std::os::fd::RawFd) -> Result<Poll, Error> {
+        let Some(strong) = self.this.upgrade() else {
+            return Err(Error::State {
+                code: "ERR_CHANNEL_CLOSED",
+                message: "the channel is closed".into(),
+            });
+        };
+        let data = Rc::into_raw(strong) as *mut c_void;
+        // SAFETY: uv_loop is this environment's loop (napi_get_uv_event_loop at creation)
+        // and we are on its thread.
+        match unsafe { Poll::new(self.uv_loop, fd, data) } {
+            Ok(poll) => {
+                if !self.refed {
+                    poll.set_ref(false);
+                }
+                Ok(poll)
+            }
+            Err(status) => {
+                // SAFETY: the handle never took `data`: take the strong count back.
+                drop(unsafe { Rc::from_raw(data as *const RefCell<Shared>) });
+                Err(Error::os(
+                    "uv_poll_init",
+                    Errno::from_raw(uv::status_errno(status)),
+                ))
+            }
+        }
+    }
+
+    /// `ref()` (true) or `unref()` (false).
+    pub(crate) fn set_ref(&mut self, on: bool) {
+        self.refed = on;
+        if let Some(p) = &self.poll {
+            p.set_ref(on);
+        }
     }
 
     /// Runs a flushing operation (`flush` or `end`), remembers whether the socket was
@@ -333,12 +394,10 @@ pub(crate) fn close(shared: &SharedRef, graceful: bool) {
             let _ = core.flush(); // closing anyway: what the socket takes now goes
             core.abandon_unstarted()
         });
-        if linger && s.poll.is_some() {
+        if linger {
             s.phase = Phase::Lingering;
             s.write_blocked = true;
-            if let Some(p) = &s.poll {
-                p.set_ref(false); // finishing a frame must not keep the process alive
-            }
+            s.set_ref(false); // finishing a frame must not keep the process alive
             if s.update_poll().is_ok() {
                 drop(s);
                 drop(inflight);
@@ -364,7 +423,7 @@ pub(crate) fn close(shared: &SharedRef, graceful: bool) {
     }
     drop(inflight);
     if let Some(core) = core {
-        release_descriptor(core.into_fd(), identity);
+        release_descriptor((*core).into_fd(), identity);
     }
     drop(handlers);
     if let Some(hook) = hook {
@@ -386,7 +445,7 @@ fn release_descriptor(fd: OwnedFd, identity: Identity) {
 /// peer is gone), close.
 pub(crate) fn linger(shared: &SharedRef) {
     let done = match shared.try_borrow_mut() {
-        Ok(mut s) => match s.core.as_mut().map(ChannelCore::flush) {
+        Ok(mut s) => match s.core.as_mut().map(|c| c.flush()) {
             Some(Ok(Flush::WouldBlock)) => s.update_poll().is_err(),
             _ => true,
         },
