@@ -22,6 +22,7 @@ import vm from 'node:vm'
 
 import {
   Channel,
+  closeFds,
   type Message,
   type PairOptions,
   type SendOptions,
@@ -988,9 +989,14 @@ leakFree('spawn() with channel.maxMessageBytes: -1 throws ERR_OUT_OF_RANGE befor
 leakFree('README recipe: a server on a Unix path passed to two children, then closed by the parent: 50 connections are all answered by the children', async (t) => {
   const dir = tempDir(t)
   const socketPath = path.join(dir, 'server.sock')
+  // README's recipe: Node unlinks the path a server listened on when it closes, so the
+  // parent listens on a private name and gives clients a second name (a hard link to the
+  // same socket), which no close() removes.
+  const privatePath = `${socketPath}.${process.pid}`
   const server = net.createServer()
-  server.listen(socketPath)
+  server.listen(privatePath)
   await once(server, 'listening')
+  fs.linkSync(privatePath, socketPath)
   const kids = [0, 1].map(() => {
     const s = spawn(process.execPath, [fixture('trust-server-child.js')], { stdio: ['ignore', 'inherit', 'inherit'] })
     track(t, s.channel)
@@ -1000,10 +1006,10 @@ leakFree('README recipe: a server on a Unix path passed to two children, then cl
     return { ...s, exited: once(s.child, 'exit'), ready: once(s.channel, 'message') }
   })
   for (const k of kids) k.channel.send('take this server', { fds: [server] })
-  // README: "close it when you are done — right after send() is fine". (If the recipe
-  // becomes "close the parent's copy without unlinking the path", adapt this line.)
-  server.close()
+  server.close() // unlinks privatePath only
   await once(server, 'close')
+  t.false(fs.existsSync(privatePath))
+  t.true(fs.existsSync(socketPath))
   const readies = (await within(Promise.all(kids.map((k) => k.ready)), 10_000, 'a child never got ready')) as [Message][]
   t.deepEqual(
     readies.map(([m]) => m.data.toString()),
@@ -1032,6 +1038,24 @@ leakFree('README recipe: a server on a Unix path passed to two children, then cl
   for (const k of kids) k.channel.end()
   await within(Promise.all(kids.map((k) => k.exited)), 10_000, 'a child did not exit')
   await Promise.all(kids.map((k) => closing(k.channel)))
+  fs.unlinkSync(socketPath) // the parent's to remove once everybody is done
+})
+
+leakFree('closing a net.Server that listened on a Unix path removes the path (why the recipe needs a second name)', async (t) => {
+  const dir = tempDir(t)
+  const socketPath = path.join(dir, 'plain.sock')
+  const server = net.createServer()
+  server.listen(socketPath)
+  await once(server, 'listening')
+  const [a, b] = Channel.pair()
+  const got = once(b, 'message') as Promise<[Message]>
+  a.send('server', { fds: [server] })
+  const [m] = await got
+  server.close()
+  await once(server, 'close')
+  t.false(fs.existsSync(socketPath), 'Node removed the path although a copy of the socket is open')
+  closeFds(m.fds)
+  await closeBoth(a, b)
 })
 
 // ---------------------------------------------------------------------------------------
