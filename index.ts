@@ -961,13 +961,17 @@ export class Channel extends EventEmitter implements AsyncIterable<Message> {
   }
 
   #onEnd(): void {
-    this.emit('end')
-    if (!this.#settings.allowHalfOpen) {
-      // On a later turn, so that a reply sent right after the 'end' (or after a `for
-      // await` loop that 'end' finished) still goes out before our end.
-      setImmediate(() => this.#end(true))
+    try {
+      this.emit('end')
+    } finally {
+      // Even when an 'end' listener threw: the channel must still end and close.
+      if (!this.#settings.allowHalfOpen) {
+        // On a later turn, so that a reply sent right after the 'end' (or after a `for
+        // await` loop that 'end' finished) still goes out before our end.
+        setImmediate(() => this.#end(true))
+      }
+      this.#checkDone()
     }
-    this.#checkDone()
   }
 
   /** Closes once both halves have ended. */
@@ -987,8 +991,11 @@ export class Channel extends EventEmitter implements AsyncIterable<Message> {
   #destroy(err: SocketpairError): void {
     if (!this.#release(`the channel failed (${err.code})`)) return
     process.nextTick(() => {
-      this.emit('error', err)
-      this.emit('close')
+      try {
+        this.emit('error', err)
+      } finally {
+        this.emit('close') // 'close' comes last even when an 'error' listener threw
+      }
     })
   }
 

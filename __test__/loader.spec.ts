@@ -8,7 +8,7 @@ import fs from 'node:fs'
 import os from 'node:os'
 import path from 'node:path'
 
-import { BINARY_ENV, loadError, MAX_FDS_PER_MESSAGE, platformPackage } from '..'
+import { BINARY_ENV, DEFAULT_MAX_MESSAGE_BYTES, loadError, MAX_FDS_PER_MESSAGE, platformPackage } from '..'
 import { leakChecked, run } from './helpers'
 
 const leakFree = leakChecked(test)
@@ -63,7 +63,9 @@ leakFree('the binary loaded here, and its version is the package version', (t) =
   // eslint-disable-next-line @typescript-eslint/no-require-imports
   const binding = require('../binding.js')
   t.is(binding.binaryVersion(), VERSION)
+  // The limits index.ts states without loading the binary are the binary's own.
   t.is(binding.maxFdsPerMessage(), MAX_FDS_PER_MESSAGE)
+  t.is(binding.DEFAULT_MAX_MESSAGE_BYTES, DEFAULT_MAX_MESSAGE_BYTES)
   t.regex(platformPackage(), /^socketpair-(linux-(x64|arm64)-(gnu|musl)|darwin-(x64|arm64)|freebsd-x64)$/)
 })
 

@@ -49,6 +49,11 @@ pub fn max_fds_per_message() -> u32 {
     MAX_FDS_PER_MESSAGE as u32
 }
 
+/// The default limit on one message's payload (`ChannelOptions.maxMessageBytes`).
+#[napi]
+pub const DEFAULT_MAX_MESSAGE_BYTES: u32 =
+    socketpair_core::channel::DEFAULT_MAX_MESSAGE_BYTES as u32;
+
 /// socketpair(2): `[fd0, fd1]`.
 #[napi]
 pub fn socketpair(env: Env, kind: String, cloexec: bool, nonblock: bool) -> napi::Result<Vec<i32>> {
