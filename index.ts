@@ -727,7 +727,9 @@ export class Channel extends EventEmitter implements AsyncIterable<Message> {
     let bytes = 0
     let waiting: { resolve: (r: IteratorResult<Message>) => void; reject: (e: unknown) => void } | null = null
     let failure: unknown = null
-    let done = false
+    // Closed, or the peer's end already delivered: nothing more will come.
+    const nat = this.#native
+    let done = nat === null || (nat.state & STATE_READ_ENDED) !== 0
     let paused = false
     const setPaused = (on: boolean): void => {
       if (paused === on) return
@@ -774,10 +776,12 @@ export class Channel extends EventEmitter implements AsyncIterable<Message> {
         w.reject(err)
       }
     }
-    this.on('message', onMessage)
-    this.on('end', onEnd)
-    this.on('close', onEnd)
-    this.on('error', onError)
+    if (!done) {
+      this.on('message', onMessage)
+      this.on('end', onEnd)
+      this.on('close', onEnd)
+      this.on('error', onError)
+    }
     const iterator: AsyncIterableIterator<Message> = {
       next: (): Promise<IteratorResult<Message>> => {
         const m = queue.shift()

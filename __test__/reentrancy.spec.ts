@@ -157,3 +157,21 @@ for (const event of EVENTS) {
     })
   }
 }
+
+leakFree('an iterator started after the channel closed, or after the peer ended, finishes at once', async (t) => {
+  const [a, b] = Channel.pair({ allowHalfOpen: true })
+  b.on('message', () => {})
+  const ended = once(b, 'end')
+  a.end()
+  await ended
+  const afterEnd: Message[] = []
+  for await (const m of b) afterEnd.push(m)
+  t.deepEqual(afterEnd, [])
+  b.close()
+  await closing(b)
+  const afterClose: Message[] = []
+  for await (const m of b) afterClose.push(m)
+  t.deepEqual(afterClose, [])
+  a.close()
+  await closing(a)
+})
