@@ -1,15 +1,16 @@
 /**
- * Chaos: seeded random runs of pairs in this process and of channels to Node children,
- * with listeners that throw, pause and resume, leave and come back, close and end at
- * random points, children that die in the middle of a frame or are killed at random
- * times. Every message carries its sequence number, and some a descriptor of a file
- * whose content is that number.
+ * Chaos: seeded random runs of pairs in this process, of channels to Node children and
+ * of channels to worker threads, with listeners that throw, pause and resume, leave and
+ * come back, close and end at random points, children that die in the middle of a frame
+ * or are killed at random times, workers that throw, exit or close at a planned message
+ * or are terminated at random times. Every message carries its sequence number, and
+ * some a descriptor of a file whose content is that number.
  *
  * Checked: on every channel each message arrives at most once and in increasing order;
  * in orderly runs (nobody closed or died) every message sent before end() arrives; every
  * received descriptor is the file its message names; no process crashes; thrown
  * listener errors reach 'uncaughtException' exactly once each; the descriptor count is
- * back to where it was (leakChecked).
+ * back to where it was (leakChecked), and after each worker iteration too.
  *
  * CHAOS_SEED=<n> replays a run (the seed is printed on failure); CHAOS_ITERATIONS=<n>
  * (default 40) sets its length.
@@ -18,15 +19,18 @@ import test, { type ExecutionContext } from 'ava'
 import fs from 'node:fs'
 import os from 'node:os'
 import path from 'node:path'
+import { Worker } from 'node:worker_threads'
 
 import { Channel, type Message, type SocketpairError, socketpair, spawn } from '..'
-import { closeAll, closing, fixture, leakChecked, readThrough } from './helpers'
+import { closeAll, closing, fixture, leakChecked, openFdCount, readThrough } from './helpers'
 
 const leakFree = leakChecked(test)
 
 const SEED = process.env.CHAOS_SEED !== undefined ? Number(process.env.CHAOS_SEED) >>> 0 : (Date.now() ^ (process.pid << 16)) >>> 0
 const ITERATIONS = Number(process.env.CHAOS_ITERATIONS ?? 40)
 const ITERATION_LIMIT_MS = 10_000
+/** The share of iterations that run the worker-thread scenario. */
+const WORKER_SHARE = 0.2
 
 /** The flow-control API being added, reached through a narrow cast. */
 interface FlowControl {
@@ -175,6 +179,40 @@ function drainOrClose(ch: Channel): Promise<void> {
 }
 
 /**
+ * Sends message `seq`: small or (3%) large, with (25%) a descriptor of a file whose
+ * content is `seq`. 'full': send() returned false (wait for 'drain'); 'stopped': send()
+ * threw (a problem unless its code is in `allowed`).
+ */
+function sendOne(
+  run: Run,
+  iteration: number,
+  ch: Channel,
+  seq: number,
+  random: () => number,
+  withFd: Set<number>,
+  allowed: string[],
+): 'ok' | 'full' | 'stopped' {
+  const big = random() < 0.03
+  const data = payload(seq, big ? 40_000 + Math.floor(random() * 160_000) : Math.floor(random() * 64))
+  let fd = -1
+  if (random() < 0.25) {
+    const file = path.join(run.dir, `${iteration}-${seq}`)
+    fs.writeFileSync(file, String(seq))
+    fd = fs.openSync(file, 'r')
+    withFd.add(seq)
+  }
+  try {
+    return ch.send(data, fd >= 0 ? { fds: [fd] } : {}) ? 'ok' : 'full'
+  } catch (e) {
+    const code = (e as SocketpairError).code
+    if (!allowed.includes(code)) run.problem(iteration, `send() of message ${seq} threw ${code}: ${(e as Error).message}`)
+    return 'stopped'
+  } finally {
+    if (fd >= 0) fs.closeSync(fd) // the queued message holds its own duplicate
+  }
+}
+
+/**
  * Sends messages 0..n-1 in random batches (a turn each), some large, some with a file
  * descriptor; stops early at `stopAt` or when the channel closes. Returns how many
  * messages send() accepted. `allowed` lists the send() error codes that may end it.
@@ -194,27 +232,10 @@ async function sendAll(
     const batch = 1 + Math.floor(random() * 30)
     for (let k = 0; k < batch && seq < n && seq !== stopAt; k++) {
       if (ch.closed) return seq
-      const big = random() < 0.03
-      const data = payload(seq, big ? 40_000 + Math.floor(random() * 160_000) : Math.floor(random() * 64))
-      let fd = -1
-      if (random() < 0.25) {
-        const file = path.join(run.dir, `${iteration}-${seq}`)
-        fs.writeFileSync(file, String(seq))
-        fd = fs.openSync(file, 'r')
-        withFd.add(seq)
-      }
-      let ok: boolean
-      try {
-        ok = ch.send(data, fd >= 0 ? { fds: [fd] } : {})
-      } catch (e) {
-        const code = (e as SocketpairError).code
-        if (!allowed.includes(code)) run.problem(iteration, `send() of message ${seq} threw ${code}: ${(e as Error).message}`)
-        return seq
-      } finally {
-        if (fd >= 0) fs.closeSync(fd) // the queued message holds its own duplicate
-      }
+      const sent = sendOne(run, iteration, ch, seq, random, withFd, allowed)
+      if (sent === 'stopped') return seq
       seq++
-      if (!ok) await drainOrClose(ch)
+      if (sent === 'full') await drainOrClose(ch)
     }
     if (random() < 0.5) await new Promise((resolve) => setImmediate(resolve))
     else await sleep(Math.floor(random() * 3))
@@ -312,6 +333,205 @@ async function acrossProcesses(run: Run, iteration: number, random: () => number
   return `child ${kind}: ${r.seqs.length}/${sent}${errors.length ? ` (${errors.join(', ')})` : ''}`
 }
 
+/** Two turns of the loop: what a close or an exit lets go of is let go of by then. */
+const settle = async (): Promise<void> => {
+  await new Promise((resolve) => setImmediate(resolve))
+  await new Promise((resolve) => setImmediate(resolve))
+}
+
+/** This process's descriptors and what they point to (Linux), to name a leak. */
+function fdTable(): Map<string, string> {
+  const table = new Map<string, string>()
+  if (!fs.existsSync('/proc/self/fd')) return table
+  for (const fd of fs.readdirSync('/proc/self/fd')) {
+    try {
+      table.set(fd, fs.readlinkSync(`/proc/self/fd/${fd}`))
+    } catch {
+      // the listing's own descriptor, gone by now
+    }
+  }
+  return table
+}
+
+/** What the worker fixture reports: [seq, payload whole, file content per descriptor]. */
+interface WorkerReport {
+  handled: [number, boolean, string[]][]
+  problems: string[]
+  fate?: string
+}
+
+type WorkerFate = 'none' | 'throw' | 'exit' | 'close'
+
+/**
+ * A channel to a worker thread of this process: socketpair() numbers, one end adopted
+ * here, the other adopted in the worker (the number is valid there: descriptors are
+ * process-wide). The worker's listener pauses and leaves at random, and may throw, exit
+ * or close at a planned message; this thread may terminate it at a random time. The
+ * worker reports what it handled. After the worker's exit and this end's close, the
+ * descriptor count must be back to where it was before the iteration.
+ */
+async function inWorker(run: Run, iteration: number, random: () => number): Promise<string> {
+  await settle()
+  const before = openFdCount()
+  const beforeTable = fdTable()
+  const n = 20 + Math.floor(random() * 281)
+  const roll = random()
+  const fate: WorkerFate = roll < 0.45 ? 'none' : roll < 0.65 ? 'throw' : roll < 0.8 ? 'exit' : 'close'
+  const at = 1 + Math.floor(random() * n)
+  const kill: { delay: number } | { after: number } | null =
+    random() < 0.25 ? (random() < 0.5 ? { delay: Math.floor(random() * 40) } : { after: 1 + Math.floor(random() * n) }) : null
+  const turns = 1 + Math.floor(random() * 3)
+  const workerSeed = Math.floor(random() * 2 ** 32)
+  const sendRandom = generator(Math.floor(random() * 2 ** 32))
+  const early = random() < 0.5 // send before the worker has adopted its end: the messages wait in the kernel
+  const orderly = fate === 'none' && kill === null
+  const plan = `${fate === 'none' ? '' : `${fate} at ${at}, `}${kill === null ? '' : 'delay' in kill ? `terminate ${kill.delay} ms after adoption, ` : `terminate after ${kill.after} reported, `}${n} in ${turns} turn(s)${early ? ' before adoption' : ''}`
+  const label = `worker (${plan})`
+
+  const [mine, theirs] = socketpair()
+  const state = new Int32Array(new SharedArrayBuffer(8)) // [adopted, 1 + the descriptor in the worker listener's hands]
+  const ch = Channel.fromFd(mine)
+  const errors: string[] = []
+  ch.on('error', (e) => errors.push(e.code))
+  ch.on('message', (m) => {
+    run.problem(iteration, `${label}: this end received a message nobody sent`) // reads, to see the worker's end
+    closeAll(m.fds)
+  })
+
+  const worker = new Worker(fixture('trust-chaos-worker.js'), {
+    workerData: { fd: theirs, state: state.buffer, seed: workerSeed, fate, at },
+    // Not this process's --import=tsx: a worker terminated while tsx loads a module
+    // lazily leaves that file open (Node's, not ours), and the fixture is plain JS.
+    execArgv: [],
+  })
+  const workerErrors: string[] = []
+  worker.on('error', (e) => workerErrors.push(e.message))
+  const exited = new Promise<number>((resolve) => worker.once('exit', resolve))
+  let terminated = false
+  const terminate = (): void => {
+    if (terminated) return
+    terminated = true
+    void worker.terminate()
+  }
+  let killer: NodeJS.Timeout | undefined
+  let onAdoption = (): void => {}
+  const adoption = new Promise<void>((resolve) => (onAdoption = resolve))
+  const withFd = new Set<number>()
+  const got: number[] = []
+  let last = -1
+  let reportedFate: string | undefined
+  worker.on('message', (m: 'adopted' | WorkerReport) => {
+    if (m === 'adopted') {
+      // Only once the worker owns its end: terminated earlier, it would leave the number
+      // to us, and whether it did could not be told apart from a leak.
+      if (kill !== null && 'delay' in kill) killer = setTimeout(terminate, kill.delay)
+      onAdoption()
+      return
+    }
+    for (const [seq, whole, contents] of m.handled) {
+      if (seq <= last) run.problem(iteration, `${label}: message ${seq} after ${last} (twice, or out of order)`)
+      last = Math.max(last, seq)
+      got.push(seq)
+      if (!whole) run.problem(iteration, `${label}: message ${seq} is not whole`)
+      const want = withFd.has(seq) ? 1 : 0
+      if (contents.length !== want) run.problem(iteration, `${label}: message ${seq} came with ${contents.length} descriptors, was sent with ${want}`)
+      for (const content of contents) {
+        if (content !== String(seq)) run.problem(iteration, `${label}: message ${seq} came with the file of ${content}`)
+      }
+    }
+    for (const p of m.problems) run.problem(iteration, `${label}: ${p}`)
+    if (m.fate !== undefined) reportedFate = m.fate
+    if (kill !== null && 'after' in kill && got.length >= kill.after) terminate()
+  })
+
+  const allowed = orderly ? [] : ['ERR_CHANNEL_CLOSED', 'ERR_CHANNEL_ENDED_BY_PEER']
+  if (!early) await Promise.race([adoption, exited])
+  let sent = 0
+  const perTurn = Math.ceil(n / turns)
+  sending: while (sent < n) {
+    for (let k = 0; k < perTurn && sent < n; k++) {
+      if (ch.closed) break sending
+      const result = sendOne(run, iteration, ch, sent, sendRandom, withFd, allowed)
+      if (result === 'stopped') break sending
+      sent++
+      if (result === 'full') await drainOrClose(ch)
+    }
+    if (sendRandom() < 0.5) await new Promise((resolve) => setImmediate(resolve))
+    else await sleep(Math.floor(sendRandom() * 5))
+  }
+  if (!ch.closed) ch.end()
+
+  let code = await within(exited, ITERATION_LIMIT_MS)
+  if (code === 'timeout') {
+    run.problem(iteration, `${label}: the worker did not exit (it reported ${got.length} of ${sent})`)
+    terminate()
+    code = await exited
+  }
+  clearTimeout(killer)
+  if (Atomics.load(state, 0) === 0) {
+    run.problem(iteration, `${label}: the worker never adopted its end`)
+    fs.closeSync(theirs)
+  }
+  if ((await within(closing(ch), ITERATION_LIMIT_MS)) === 'timeout') {
+    run.problem(iteration, `${label}: this end did not close after the worker exited (open: ${!ch.closed})`)
+    ch.close()
+    await closing(ch)
+  }
+  await settle() // also lets a report posted just before the worker died arrive
+
+  // A worker terminated in the middle of its listener leaves the descriptor it was
+  // handling open: emitted, it was the listener's. It is the only one excused.
+  const inHand = Atomics.load(state, 1) - 1
+  let excused = ''
+  if (terminated && inHand >= 0 && !beforeTable.has(String(inHand))) {
+    let target = ''
+    try {
+      target = fs.readlinkSync(`/proc/self/fd/${inHand}`)
+    } catch {
+      // closed after all
+    }
+    if (path.dirname(target) === run.dir) {
+      fs.closeSync(inHand)
+      excused = `, left in the terminated listener's hands: ${path.basename(target)}`
+    }
+  }
+  const after = openFdCount()
+  if (after !== before) {
+    const now = fdTable()
+    const added = [...now].filter(([fd, target]) => beforeTable.get(fd) !== target).map(([fd, target]) => `${fd} -> ${target}`)
+    const removed = [...beforeTable].filter(([fd, target]) => now.get(fd) !== target).map(([fd, target]) => `${fd} -> ${target}`)
+    await sleep(200)
+    run.problem(
+      iteration,
+      `${label}: ${after - before} descriptors more than before the iteration (${openFdCount() - before} after 200 ms more; ` +
+        `new: ${added.join(', ') || 'none'}; gone: ${removed.join(', ') || 'none'}; worker reported ${got.length} of ${sent}, fate ${reportedFate ?? 'none'}, terminated ${terminated})`,
+    )
+  }
+
+  const threw = reportedFate === 'throw'
+  // A worker terminated right after it reported its fate may not have thrown yet.
+  const errorsOk = threw
+    ? (terminated ? workerErrors.length <= 1 : workerErrors.length === 1) && workerErrors.every((e) => e.startsWith('worker: thrown on purpose'))
+    : workerErrors.length === 0
+  if (!errorsOk) run.problem(iteration, `${label}: worker errors ${JSON.stringify(workerErrors)} (fate reported: ${reportedFate ?? 'none'})`)
+  if (terminated) {
+    if (code !== 0 && code !== 1) run.problem(iteration, `${label}: terminated worker exited with ${code}`)
+  } else {
+    if (fate !== 'none' && reportedFate !== fate) run.problem(iteration, `${label}: the worker never reached its fate (reported ${reportedFate ?? 'none'})`)
+    if (code !== (threw ? 1 : 0)) run.problem(iteration, `${label}: worker exited with ${code}`)
+  }
+  if (orderly) {
+    if (errors.length > 0) run.problem(iteration, `${label}: orderly run: errors ${errors.join(', ')}`)
+    if (sent !== n) run.problem(iteration, `${label}: orderly run: only ${sent} of ${n} sent`)
+    checkAll(run, iteration, label, { seqs: got, closedBySelf: false }, sent)
+  } else {
+    const allowedErrors = ['ECONNRESET', 'EPIPE']
+    if (errors.length > 1 || errors.some((c) => !allowedErrors.includes(c))) run.problem(iteration, `${label}: errors ${errors.join(', ')}`)
+  }
+  const how = orderly ? 'orderly' : [terminated ? 'terminated' : '', reportedFate ?? ''].filter(Boolean).join('+') || 'planned chaos not reached'
+  return `worker ${how}: ${got.length}/${sent}${errors.length ? ` (${errors.join(', ')})` : ''}${excused}`
+}
+
 async function catchingUncaught<T>(run: Run, fn: () => Promise<T>): Promise<T> {
   const saved = process.listeners('uncaughtException')
   process.removeAllListeners('uncaughtException')
@@ -337,7 +557,12 @@ leakFree('chaos: seeded runs of misbehaving listeners, dying children and abrupt
     await catchingUncaught(run, async () => {
       for (let i = 0; i < ITERATIONS; i++) {
         const random = generator(SEED + i * 0x9e3779b1)
-        summary.push(random() < 0.5 ? await inProcess(run, i, random) : await acrossProcesses(run, i, random))
+        // Picked by a generator of its own, so that the other iterations of a seed replay
+        // as they did before the worker scenario existed.
+        const inWorkerThread = generator((SEED + i * 0x9e3779b1) ^ 0x5bd1e995)() < WORKER_SHARE
+        summary.push(
+          inWorkerThread ? await inWorker(run, i, random) : random() < 0.5 ? await inProcess(run, i, random) : await acrossProcesses(run, i, random),
+        )
       }
       await sleep(50) // resume/re-add timers of the last run
     })
@@ -345,7 +570,12 @@ leakFree('chaos: seeded runs of misbehaving listeners, dying children and abrupt
     fs.rmSync(dir, { recursive: true, force: true })
   }
   const orderly = summary.filter((s) => s.includes('orderly')).length
-  t.log(`CHAOS_SEED=${SEED} CHAOS_ITERATIONS=${ITERATIONS}: ${orderly} orderly runs, ${run.thrown} listener throws`)
+  const workers = summary.filter((s) => s.startsWith('worker')).length
+  const inHands = summary.filter((s) => s.includes("listener's hands")).length
+  t.log(
+    `CHAOS_SEED=${SEED} CHAOS_ITERATIONS=${ITERATIONS}: ${orderly} orderly runs, ${run.thrown} listener throws, ` +
+      `${workers} worker runs (${inHands} terminated with a descriptor in the listener's hands)`,
+  )
   const replay = `replay with CHAOS_SEED=${SEED} CHAOS_ITERATIONS=${ITERATIONS}`
   t.deepEqual([...run.missingApi], [], `API the run needs is missing; ${replay}`)
   t.deepEqual(run.problems, [], replay)
