@@ -941,9 +941,16 @@ export class Channel extends EventEmitter implements AsyncIterable<Message> {
       this.#destroy(err as SocketpairError)
       return
     }
-    this.#afterFlush(nat)
+    // Negative: refused messages to report, or the sending side just finished.
+    const more = left < 0
+    if (more) {
+      this.#afterFlush(nat)
+      left = nat.queuedBytes
+    } else if (this.#callbacks.length > 0) {
+      this.#onWritten(nat.oldestUnwritten)
+    }
     if (left === 0) this.#onDrain()
-    this.#checkDone()
+    if (more) this.#checkDone()
   }
 
   /** Reports what a flush from JS found: refused messages, and written ones' callbacks. */

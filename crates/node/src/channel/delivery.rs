@@ -352,8 +352,13 @@ fn deliver(shared: &SharedRef, env: sys::napi_env, messages: Vec<Message>) -> bo
         return false; // close() released the batch
     }
     let done = if finished { s.inflight.take() } else { None };
+    let updated = s.update_poll(); // an unfinished batch stops reading now
     drop(s);
     drop(done); // every message taken: the descriptors are JS's
+    if let Err(e) = updated {
+        fail(shared, env, e);
+        return false;
+    }
     true
 }
 

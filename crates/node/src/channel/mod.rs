@@ -156,12 +156,18 @@ impl NativeChannel {
         })
     }
 
-    /// Writes what is queued; returns the bytes still queued.
+    /// Writes what is queued; returns the bytes still queued — or -1 when JS has more to
+    /// look at (refused messages wait in `takeRefused()`, or this flush finished the
+    /// sending side after `end()`). One call per turn in the common case.
     #[napi]
     pub fn flush(&self, env: Env) -> napi::Result<f64> {
         self.with_state(&env, |s| {
-            s.flush_with(ChannelCore::flush)?;
-            Ok(s.core.as_ref().map_or(0.0, |c| c.queued_bytes() as f64))
+            let (_, finished) = s.flush_with(ChannelCore::flush)?;
+            Ok(match s.core.as_ref() {
+                Some(c) if finished || c.refused_count() > 0 => -1.0,
+                Some(c) => c.queued_bytes() as f64,
+                None => 0.0,
+            })
         })
     }
 

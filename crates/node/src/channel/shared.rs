@@ -219,9 +219,13 @@ impl Shared {
         };
         let mut events = 0;
         let lingering = self.phase == Phase::Lingering;
+        // A batch still being emitted (JS calling in from a listener) keeps the interest:
+        // dropping and re-adding it would cost two epoll_ctl calls per message. Only a
+        // batch left unfinished after its emit stops reading.
+        let batch_waits = self.inflight.is_some() && self.emitting == 0;
         if self.phase == Phase::Open
             && self.reading
-            && self.inflight.is_none()
+            && !batch_waits
             && self.pending.is_none()
             && !self.read_ended
             && !core.read_done()
