@@ -836,6 +836,17 @@ export class Channel extends EventEmitter implements AsyncIterable<Message> {
 
   /** The addon hands over a batch; returns true once every message of it was emitted. */
   #onMessages(data: Buffer, table: Buffer | null, count: number): boolean {
+    if (table === null && this.#deliverable()) {
+      // One message without descriptors, the request/response case: no batch to keep.
+      try {
+        this.emit('message', { data, fds: [] })
+      } catch (err) {
+        this.#settleOwed = true // the addon saw no `true`: it waits for settle()
+        this.#scheduleResume(true)
+        throw err
+      }
+      return true
+    }
     const words = table === null ? null : new Uint32Array(table.buffer, table.byteOffset, table.byteLength >>> 2)
     this.#batch = { data, words, count, next: 0, offset: 0, fdAt: 1 + 2 * count }
     let done: boolean
@@ -849,7 +860,6 @@ export class Channel extends EventEmitter implements AsyncIterable<Message> {
       throw err
     }
     if (!done) this.#settleOwed = true
-    this.#updateReading()
     return done
   }
 

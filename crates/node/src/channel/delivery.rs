@@ -284,7 +284,7 @@ fn deliver(shared: &SharedRef, env: sys::napi_env, messages: Vec<Message>) -> bo
     let with_table = any_fds || count > 1;
     let mut offset = 0;
     let mut fds = Vec::new();
-    let mut per_message = Vec::with_capacity(count);
+    let mut per_message = Vec::new();
     let mut words: Vec<u32> = Vec::new();
     if with_table {
         words.reserve(1 + 2 * count);
@@ -294,7 +294,9 @@ fn deliver(shared: &SharedRef, env: sys::napi_env, messages: Vec<Message>) -> bo
         // SAFETY: data_ptr has `total` bytes; the payloads add up to `total`.
         unsafe { ptr::copy_nonoverlapping(m.data.as_ptr(), data_ptr.add(offset), m.data.len()) };
         offset += m.data.len();
-        per_message.push(m.fds.len() as u32);
+        if any_fds {
+            per_message.push(m.fds.len() as u32);
+        }
         if with_table {
             words.push(m.data.len() as u32);
             words.push(m.fds.len() as u32);
@@ -334,15 +336,21 @@ fn deliver(shared: &SharedRef, env: sys::napi_env, messages: Vec<Message>) -> bo
         return false;
     };
     args[2] = n;
-    match shared.try_borrow_mut() {
-        Ok(mut s) => {
-            s.inflight = Some(Box::new(Inflight {
-                fds,
-                per_message,
-                cursor,
-            }))
+    // A batch with descriptors is in flight from before the call (a close() inside it
+    // must find them); one without is marked in flight only if JS leaves it unfinished.
+    let batch = Box::new(Inflight {
+        fds,
+        per_message,
+        cursor,
+    });
+    let mut unfinished = None;
+    if any_fds {
+        match shared.try_borrow_mut() {
+            Ok(mut s) => s.inflight = Some(batch),
+            Err(_) => return false,
         }
-        Err(_) => return false,
+    } else {
+        unfinished = Some(batch);
     }
     let finished = emit(shared, env, |h| &h.messages, &args).is_some_and(|r| js::is_true(env, r));
     let Ok(mut s) = shared.try_borrow_mut() else {
@@ -350,6 +358,9 @@ fn deliver(shared: &SharedRef, env: sys::napi_env, messages: Vec<Message>) -> bo
     };
     if s.phase != Phase::Open {
         return false; // close() released the batch
+    }
+    if !finished && unfinished.is_some() {
+        s.inflight = unfinished;
     }
     let done = if finished { s.inflight.take() } else { None };
     let updated = s.update_poll(); // an unfinished batch stops reading now
