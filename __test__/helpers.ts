@@ -137,3 +137,23 @@ export function leakChecked(test: TestFn): (title: string, impl: (t: ExecutionCo
     })
   }
 }
+
+/**
+ * Runs `fn` with this process's 'uncaughtException' handlers (ava's among them) replaced
+ * by one that records what arrives; restores them afterwards.
+ */
+export async function catchingUncaught<T>(fn: (uncaught: unknown[]) => Promise<T>): Promise<T> {
+  const saved = process.listeners('uncaughtException')
+  process.removeAllListeners('uncaughtException')
+  const uncaught: unknown[] = []
+  const handler = (err: unknown): void => {
+    uncaught.push(err)
+  }
+  process.on('uncaughtException', handler)
+  try {
+    return await fn(uncaught)
+  } finally {
+    process.off('uncaughtException', handler)
+    for (const l of saved) process.on('uncaughtException', l)
+  }
+}

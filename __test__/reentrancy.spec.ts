@@ -9,7 +9,7 @@ import test from 'ava'
 import { once } from 'node:events'
 
 import { Channel, type Message } from '..'
-import { closeAll, closing, leakChecked, tempFile } from './helpers'
+import { catchingUncaught, closeAll, closing, leakChecked, tempFile } from './helpers'
 
 const leakFree = leakChecked(test)
 
@@ -19,22 +19,6 @@ type Event = 'message' | 'end' | 'drain' | 'error' | 'close'
 const ACTIONS: Action[] = ['close', 'end', 'send', 'throw', 'remove']
 const EVENTS: Event[] = ['message', 'end', 'drain', 'error', 'close']
 
-/** Runs `fn` with ava's 'uncaughtException' handlers replaced by one that counts. */
-async function catchingUncaught<T>(fn: (uncaught: unknown[]) => Promise<T>): Promise<T> {
-  const saved = process.listeners('uncaughtException')
-  process.removeAllListeners('uncaughtException')
-  const uncaught: unknown[] = []
-  const handler = (err: unknown): void => {
-    uncaught.push(err)
-  }
-  process.on('uncaughtException', handler)
-  try {
-    return await fn(uncaught)
-  } finally {
-    process.off('uncaughtException', handler)
-    for (const l of saved) process.on('uncaughtException', l)
-  }
-}
 
 function act(channel: Channel, action: Action, listener: (...args: never[]) => void, event: Event): void {
   switch (action) {

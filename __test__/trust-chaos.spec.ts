@@ -22,6 +22,7 @@ import path from 'node:path'
 import { Worker } from 'node:worker_threads'
 
 import { Channel, type Message, type SocketpairError, socketpair, spawn } from '..'
+import { generator } from './fixtures/trust-shared'
 import { closeAll, closing, fixture, leakChecked, openFdCount, readThrough } from './helpers'
 
 const leakFree = leakChecked(test)
@@ -39,17 +40,6 @@ interface FlowControl {
 }
 const flow = (ch: Channel): FlowControl => ch as unknown as FlowControl
 
-/** mulberry32: a small seeded generator in [0, 1). */
-function generator(seed: number): () => number {
-  let s = seed >>> 0
-  return () => {
-    s = (s + 0x6d2b79f5) >>> 0
-    let x = s
-    x = Math.imul(x ^ (x >>> 15), x | 1)
-    x ^= x + Math.imul(x ^ (x >>> 7), x | 61)
-    return ((x ^ (x >>> 14)) >>> 0) / 4294967296
-  }
-}
 
 const sleep = (ms: number): Promise<void> => new Promise((resolve) => setTimeout(resolve, ms))
 
