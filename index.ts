@@ -25,6 +25,7 @@ import * as childProcess from 'node:child_process'
 import { EventEmitter } from 'node:events'
 import * as fs from 'node:fs'
 import * as net from 'node:net'
+import { types } from 'node:util'
 
 import type { NativeChannel } from './binding'
 import { native } from './loader'
@@ -334,6 +335,10 @@ interface ChannelSettings {
 
 /** Checks every field of `options` (before anything is created), with Node's codes. */
 function channelSettings(options: unknown, name = 'options'): ChannelSettings {
+  return withCodes(name, () => readChannelSettings(options, name))
+}
+
+function readChannelSettings(options: unknown, name: string): ChannelSettings {
   checkObject(options, name)
   const o = options as ChannelOptions
   return {
@@ -438,7 +443,7 @@ export class Channel extends EventEmitter implements AsyncIterable<Message> {
       end: () => this.#onEnd(),
       error: (err: Error) => this.#onFailed(err as SocketpairError),
       finish: () => this.#checkDone(),
-      refused: (id: number, err: Error) => this.#onRefused(id, err as SocketpairError),
+      refused: (list: Array<number | Error>) => this.#onRefused(list),
       written: (oldest: number) => this.#onWritten(oldest),
     })
     this.fd = fd
@@ -577,10 +582,12 @@ export class Channel extends EventEmitter implements AsyncIterable<Message> {
     if (nat === null) {
       throw codedError(Error, 'ERR_CHANNEL_CLOSED', `cannot send: ${this.#closedBecause}`)
     }
-    const bytes = toBuffer(data)
+    const bytes = withCodes('data', () => toBuffer(data))
     if (options === undefined) options = {}
-    checkObject(options, 'options')
-    const fds = resolvePassables((options as SendOptions).fds)
+    const fds = withCodes('options', () => {
+      checkObject(options, 'options')
+      return resolvePassables((options as SendOptions).fds)
+    })
     if (callback !== undefined && typeof callback !== 'function') {
       throw codedError(TypeError, 'ERR_INVALID_ARG_TYPE', `callback must be a function, got ${describe(callback)}`)
     }
@@ -645,13 +652,14 @@ export class Channel extends EventEmitter implements AsyncIterable<Message> {
     const nat = this.#native
     if (nat === null) return false
     this.#closedBecause = reason
-    const written = nat.oldestUnwritten
     this.#native = null
     this.#batch = null
     this.#settleOwed = false
-    nat.close()
+    // Closing writes what the socket takes and finishes a message already begun: the
+    // callbacks of those succeed, the others fail.
+    const written = nat.close()
     ;(this as { fd: number }).fd = -1
-    this.#failCallbacks(written)
+    this.#failCallbacks(written < 0 ? 0 : written)
     return true
   }
 
@@ -724,6 +732,7 @@ export class Channel extends EventEmitter implements AsyncIterable<Message> {
       Number.MAX_SAFE_INTEGER,
     )
     const queue: Message[] = []
+    const shared = new WeakSet<Message>()
     let bytes = 0
     let waiting: { resolve: (r: IteratorResult<Message>) => void; reject: (e: unknown) => void } | null = null
     let failure: unknown = null
@@ -755,6 +764,8 @@ export class Channel extends EventEmitter implements AsyncIterable<Message> {
         return
       }
       queue.push(m)
+      // Another listener got the same descriptor numbers: not ours alone to close.
+      if (this.listenerCount('message') > 1) shared.add(m)
       bytes += m.data.length
       if (bytes >= highWaterMark) setPaused(true)
     }
@@ -787,7 +798,7 @@ export class Channel extends EventEmitter implements AsyncIterable<Message> {
         const m = queue.shift()
         if (m !== undefined) {
           bytes -= m.data.length
-          if (bytes < highWaterMark) setPaused(false)
+          if (bytes < highWaterMark || queue.length === 0) setPaused(false)
           return Promise.resolve({ value: m, done: false })
         }
         if (failure !== null) {
@@ -800,7 +811,7 @@ export class Channel extends EventEmitter implements AsyncIterable<Message> {
       },
       return: (): Promise<IteratorResult<Message>> => {
         finish()
-        for (const m of queue.splice(0)) closeQuietly(m.fds)
+        for (const m of queue.splice(0)) if (!shared.has(m)) closeQuietly(m.fds)
         bytes = 0
         return Promise.resolve({ value: undefined, done: true })
       },
@@ -965,12 +976,7 @@ export class Channel extends EventEmitter implements AsyncIterable<Message> {
 
   /** Reports what a flush from JS found: refused messages, and written ones' callbacks. */
   #afterFlush(nat: NativeChannel): void {
-    if (nat.hasRefused) {
-      const refused = nat.takeRefused()
-      for (let i = 0; i + 1 < refused.length; i += 2) {
-        this.#onRefused(refused[i] as number, refused[i + 1] as SocketpairError)
-      }
-    }
+    if (nat.hasRefused) this.#onRefused(nat.takeRefused())
     if (this.#callbacks.length > 0) this.#onWritten(nat.oldestUnwritten)
   }
 
@@ -1020,16 +1026,30 @@ export class Channel extends EventEmitter implements AsyncIterable<Message> {
     })
   }
 
-  /** The kernel refused queued message `id`: its callback, or 'senderror', or a warning. */
-  #onRefused(id: number, err: SocketpairError): void {
-    const at = this.#callbacks.findIndex(([n]) => n === id)
-    if (at >= 0) {
-      const [[, callback]] = this.#callbacks.splice(at, 1) as [[number, SendCallback]]
-      process.nextTick(callback, err)
-    } else if (this.listenerCount('senderror') > 0) {
-      this.emit('senderror', err)
-    } else {
-      process.emitWarning(err)
+  /**
+   * The kernel refused queued messages (`[id, error, id, error, …]`): each one's callback
+   * gets its error, or 'senderror' is emitted, or a process warning. Every refused
+   * message leaves the callback list before any of this runs, so nothing a listener does
+   * (closing the channel, sending) can report one of them as written.
+   */
+  #onRefused(list: ReadonlyArray<number | Error>): void {
+    const reports: [SendCallback | null, SocketpairError][] = []
+    for (let i = 0; i + 1 < list.length; i += 2) {
+      const id = list[i] as number
+      const err = list[i + 1] as SocketpairError
+      const at = this.#callbacks.findIndex(([n]) => n === id)
+      const callback = at >= 0 ? this.#callbacks.splice(at, 1)[0]![1] : null
+      reports.push([callback, err])
+    }
+    if (this.#callbacks.length === 0) this.#native?.notifyWritten(false)
+    // Each on its own tick: a listener that throws does not keep the others from theirs.
+    for (const [callback, err] of reports) {
+      if (callback !== null) process.nextTick(callback, err)
+      else
+        process.nextTick(() => {
+          if (this.listenerCount('senderror') > 0) this.emit('senderror', err)
+          else process.emitWarning(err)
+        })
     }
   }
 
@@ -1165,7 +1185,7 @@ function resolvePassable(item: unknown, name: string): number {
   }
   if (item instanceof net.Socket || item instanceof net.Server) {
     const fd = (item as unknown as HasHandle)._handle?.fd
-    if (typeof fd !== 'number' || fd < 0) {
+    if (typeof fd !== 'number' || !Number.isInteger(fd) || fd < 0 || fd > 2 ** 31 - 1) {
       throw codedError(
         TypeError,
         'ERR_INVALID_ARG_VALUE',
@@ -1199,6 +1219,20 @@ function closeQuietly(fds: readonly number[]): void {
 // Argument checks: Node's own codes, and messages that say what was passed.
 
 type ErrorConstructorLike = new (message: string) => Error
+
+/**
+ * Runs an argument check; an error without a code (a revoked Proxy, a getter that throws)
+ * becomes `ERR_INVALID_ARG_VALUE`, so every error from this package has one.
+ */
+function withCodes<T>(what: string, check: () => T): T {
+  try {
+    return check()
+  } catch (err) {
+    if (err !== null && typeof err === 'object' && typeof (err as { code?: unknown }).code === 'string') throw err
+    const message = err instanceof Error ? err.message : String(err)
+    throw codedError(TypeError, 'ERR_INVALID_ARG_VALUE', `${what} cannot be read: ${message}`)
+  }
+}
 
 function isDetached(buffer: ArrayBufferLike): boolean {
   const flag = (buffer as { detached?: unknown }).detached
@@ -1272,8 +1306,12 @@ function toBuffer(data: unknown): Buffer {
     if (data.byteLength === 0 && isDetached(data.buffer)) {
       throw codedError(TypeError, 'ERR_INVALID_ARG_VALUE', 'data is a view of a detached ArrayBuffer (it was transferred)')
     }
-    if (Buffer.isBuffer(data)) return data
-    return Buffer.from(data.buffer, data.byteOffset, data.byteLength)
+    if (Buffer.isBuffer(data) && !types.isProxy(data)) return data
+    try {
+      return Buffer.from(data.buffer, data.byteOffset, data.byteLength)
+    } catch (err) {
+      throw codedError(TypeError, 'ERR_INVALID_ARG_VALUE', `data cannot be read: ${(err as Error).message}`)
+    }
   }
   throw codedError(TypeError, 'ERR_INVALID_ARG_TYPE', `data must be a string, Buffer or Uint8Array, got ${describe(data)}`)
 }

@@ -85,6 +85,7 @@ impl ChannelCore {
         let prepared = (|| {
             let kind = socket::socket_kind(fd.as_fd())?;
             socket::check_unix_domain(fd.as_fd())?;
+            socket::check_connected(fd.as_fd())?;
             socket::set_nonblocking(fd.as_fd(), true)?;
             socket::set_cloexec(fd.as_fd(), true)?;
             socket::prevent_sigpipe(fd.as_fd())?;

@@ -104,6 +104,32 @@ pub fn check_unix_domain(fd: BorrowedFd<'_>) -> Result<()> {
     Ok(())
 }
 
+/// Checks that `fd` is connected to a peer (getpeername(2)): a listening or unconnected
+/// socket cannot carry a channel (and a listening one usually belongs to a server).
+pub fn check_connected(fd: BorrowedFd<'_>) -> Result<()> {
+    use std::os::fd::AsRawFd;
+    // SAFETY: sockaddr_storage is plain data; all-zero is a valid value.
+    let mut addr: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
+    let mut len = std::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
+    // SAFETY: addr and len are live and len states addr's size.
+    let rc = unsafe {
+        libc::getpeername(
+            fd.as_raw_fd(),
+            (&mut addr as *mut libc::sockaddr_storage).cast(),
+            &mut len,
+        )
+    };
+    match (rc, nix::errno::Errno::last()) {
+        (0, _) => Ok(()),
+        (_, nix::errno::Errno::ENOTCONN) => Err(Error::InvalidArgument(
+            "the socket is not connected (a listening socket?): a channel needs one end of \
+             a connected pair"
+                .into(),
+        )),
+        (_, e) => Err(Error::os("getpeername", e)),
+    }
+}
+
 /// Whether the peer has shut down its sending side (POLLRDHUP). A 0-byte read from a
 /// seqpacket socket is either end of stream or an empty record; the kernel returns end of
 /// stream only once the peer has shut down and nothing is left, so "not shut down" means

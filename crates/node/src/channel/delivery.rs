@@ -144,15 +144,31 @@ fn on_writable(shared: &SharedRef, env: sys::napi_env) -> bool {
         };
         (flushed, refused, written, s.notify_written)
     };
-    for r in refused {
-        let (Some(id), Some(err)) = (
-            js::f64_value(env, r.id as f64),
-            js::error_value(env, &r.error),
-        ) else {
-            continue;
-        };
-        if emit(shared, env, |h| &h.refused, &[id, err]).is_none() && is_closed(shared) {
-            return false;
+    if !refused.is_empty() {
+        // All at once: JS takes every refused message off its callback list before any
+        // listener runs (a listener may close the channel, which settles the rest).
+        let mut list: sys::napi_value = ptr::null_mut();
+        // SAFETY: env is live on this thread; list is an out-pointer.
+        if unsafe { sys::napi_create_array(env, &mut list) } == sys::Status::napi_ok {
+            let mut index = 0;
+            for r in refused {
+                let (Some(id), Some(err)) = (
+                    js::f64_value(env, r.id as f64),
+                    js::error_value(env, &r.error),
+                ) else {
+                    continue;
+                };
+                // SAFETY: list, id and err are live values of this scope.
+                unsafe {
+                    sys::napi_set_element(env, list, index, id);
+                    sys::napi_set_element(env, list, index + 1, err);
+                }
+                index += 2;
+            }
+            emit(shared, env, |h| &h.refused, &[list]);
+            if is_closed(shared) {
+                return false;
+            }
         }
     }
     if notify {
@@ -186,7 +202,7 @@ pub(crate) fn read_and_deliver(shared: &SharedRef, env: sys::napi_env) {
         };
         if s.phase != Phase::Open
             || !s.reading
-            || s.inflight.is_some()
+            || s.batch_open
             || s.pending.is_some()
             || s.read_ended
         {
@@ -219,7 +235,7 @@ pub(crate) fn read_and_deliver(shared: &SharedRef, env: sys::napi_env) {
 /// Once no batch is in flight: the end of stream or error found behind the last one.
 fn report_pending(shared: &SharedRef, env: sys::napi_env) {
     let pending = match shared.try_borrow_mut() {
-        Ok(mut s) if s.inflight.is_none() && s.phase == Phase::Open => s.pending.take(),
+        Ok(mut s) if !s.batch_open && s.phase == Phase::Open => s.pending.take(),
         _ => None,
     };
     match pending {
@@ -244,6 +260,7 @@ pub(crate) fn settle(shared: &SharedRef) -> Result<bool, Error> {
         return Err(shared::busy());
     };
     let inflight = s.inflight.take();
+    s.batch_open = false;
     let pending = if s.phase == Phase::Open {
         s.pending.take()
     } else {
@@ -336,21 +353,20 @@ fn deliver(shared: &SharedRef, env: sys::napi_env, messages: Vec<Message>) -> bo
         return false;
     };
     args[2] = n;
-    // A batch with descriptors is in flight from before the call (a close() inside it
-    // must find them); one without is marked in flight only if JS leaves it unfinished.
-    let batch = Box::new(Inflight {
-        fds,
-        per_message,
-        cursor,
-    });
-    let mut unfinished = None;
-    if any_fds {
-        match shared.try_borrow_mut() {
-            Ok(mut s) => s.inflight = Some(batch),
-            Err(_) => return false,
+    // The batch is open from before the call: JS may finish it, and call settle(), from
+    // the call's own tick queue, and a close() inside the call must find its descriptors.
+    match shared.try_borrow_mut() {
+        Ok(mut s) => {
+            s.batch_open = true;
+            if any_fds {
+                s.inflight = Some(Box::new(Inflight {
+                    fds,
+                    per_message,
+                    cursor,
+                }));
+            }
         }
-    } else {
-        unfinished = Some(batch);
+        Err(_) => return false,
     }
     let finished = emit(shared, env, |h| &h.messages, &args).is_some_and(|r| js::is_true(env, r));
     let Ok(mut s) = shared.try_borrow_mut() else {
@@ -359,10 +375,12 @@ fn deliver(shared: &SharedRef, env: sys::napi_env, messages: Vec<Message>) -> bo
     if s.phase != Phase::Open {
         return false; // close() released the batch
     }
-    if !finished && unfinished.is_some() {
-        s.inflight = unfinished;
-    }
-    let done = if finished { s.inflight.take() } else { None };
+    let done = if finished {
+        s.batch_open = false;
+        s.inflight.take()
+    } else {
+        None
+    };
     let updated = s.update_poll(); // an unfinished batch stops reading now
     drop(s);
     drop(done); // every message taken: the descriptors are JS's

@@ -16,7 +16,7 @@ use std::rc::Rc;
 use napi::bindgen_prelude::{BufferSlice, Unknown};
 use napi::{sys, Env, JsValue};
 use napi_derive::napi;
-use socketpair_core::channel::ChannelCore;
+use socketpair_core::channel::{ChannelCore, DIRECT_WRITE_BYTES};
 use socketpair_core::socket::{self, SocketKind};
 use socketpair_core::{peercred, Error};
 
@@ -55,7 +55,7 @@ impl NativeChannel {
     /// the descriptor is still the caller's: nothing closed it.
     #[napi(
         constructor,
-        ts_args_type = "fd: number, maxMessageBytes: number, owner: object, handlers: { messages(data: Buffer, table: Buffer | null, count: number): boolean; drain(): void; end(): void; error(err: Error): void; finish(): void; refused(id: number, err: Error): void; written(oldestUnwritten: number): void }"
+        ts_args_type = "fd: number, maxMessageBytes: number, owner: object, handlers: { messages(data: Buffer, table: Buffer | null, count: number): boolean; drain(): void; end(): void; error(err: Error): void; finish(): void; refused(list: Array<number | Error>): void; written(oldestUnwritten: number): void }"
     )]
     pub fn new(
         env: Env,
@@ -125,7 +125,7 @@ impl NativeChannel {
                         let _ = fd.into_raw_fd();
                     }
                 }
-                shared::close(&shared, false);
+                let _ = shared::close(&shared, false);
                 return Err(js::throw(raw_env, e));
             }
         }
@@ -151,6 +151,16 @@ impl NativeChannel {
                 });
             }
             let core = s.core()?;
+            // A send that may go out at once (a large payload, or a record carrying
+            // descriptors, with nothing queued) first checks that the number is still
+            // our socket; queued sends are checked once per turn, by flush().
+            let direct = !core.wants_write()
+                && (data.len() >= DIRECT_WRITE_BYTES
+                    || (core.kind() != SocketKind::Stream && !borrowed.is_empty()));
+            if direct {
+                s.check_descriptor()?;
+            }
+            let core = s.core()?;
             core.send(&data, &borrowed)?;
             Ok(core.queued_bytes() as f64)
         })
@@ -162,6 +172,8 @@ impl NativeChannel {
     #[napi]
     pub fn flush(&self, env: Env) -> napi::Result<f64> {
         self.with_state(&env, |s| {
+            // Once per turn: never write into a socket that merely reused our number.
+            s.check_descriptor()?;
             let (_, finished) = s.flush_with(ChannelCore::flush)?;
             Ok(match s.core.as_ref() {
                 Some(c) if finished || c.refused_count() > 0 => -1.0,
@@ -176,6 +188,7 @@ impl NativeChannel {
     #[napi]
     pub fn end(&self, env: Env, by_peer: bool) -> napi::Result<f64> {
         self.with_state(&env, |s| {
+            s.check_descriptor()?;
             if by_peer && !s.core()?.end_requested() {
                 s.ended_by_peer = true;
             }
@@ -328,14 +341,17 @@ impl NativeChannel {
     /// Closes: what the socket takes at once is written, messages not begun are dropped,
     /// a frame already begun is finished in the background; every descriptor the channel
     /// holds is closed.
+    /// Returns the sequence number below which every message was written (or is being
+    /// finished); -1 if it was closed already.
     #[napi]
-    pub fn close(&self) {
-        shared::close(&self.shared, true);
+    pub fn close(&self) -> f64 {
+        shared::close(&self.shared, true).map_or(-1.0, |n| n as f64)
     }
 
     #[napi]
     pub fn peer_credentials(&self, env: Env) -> napi::Result<Credentials> {
         self.with_state(&env, |s| {
+            s.check_descriptor()?;
             let c = peercred::peer_credentials(s.core()?.fd())?;
             Ok(Credentials {
                 pid: c.pid,
@@ -369,7 +385,7 @@ impl Drop for NativeChannel {
             .try_borrow()
             .is_ok_and(|s| s.phase == Phase::Lingering);
         if !lingering {
-            shared::close(&self.shared, false);
+            let _ = shared::close(&self.shared, false);
         }
     }
 }

@@ -133,6 +133,13 @@ pub(crate) struct Shared {
     pub notify_written: bool,
     /// A batch JS has not finished delivering: nothing more is read until it has.
     pub inflight: Option<Box<Inflight>>,
+    /// A batch has been handed to JS and JS has not finished it (set before the call,
+    /// cleared when JS returns true or calls `settle()`, which it may do from the call's
+    /// own tick queue).
+    pub batch_open: bool,
+    /// The descriptor turned out to belong to something else (see `new_poll`): it is
+    /// left open on close.
+    pub disowned: bool,
     /// End of stream or an error found behind the in-flight batch, reported after it.
     pub pending: Option<Pending>,
     /// Calls into JS in progress (a handler may close the channel, or start another
@@ -170,6 +177,8 @@ impl Shared {
             ended_by_peer: false,
             notify_written: false,
             inflight: None,
+            batch_open: false,
+            disowned: false,
             pending: None,
             emitting: 0,
             retired: None,
@@ -209,6 +218,17 @@ impl Shared {
         state
     }
 
+    /// Checks that the descriptor still points to the socket we adopted (it may have been
+    /// closed behind our back, and its number reused for something else).
+    pub(crate) fn check_descriptor(&self) -> Result<(), Error> {
+        match &self.core {
+            Some(core) if !socket::identity(core.fd()).is_ok_and(|id| id == self.identity) => {
+                Err(lost_descriptor(core.fd().as_raw_fd()))
+            }
+            _ => Ok(()),
+        }
+    }
+
     /// Makes the poll mask match what the channel needs now. Before libuv is asked to
     /// watch anything new, checks that the descriptor is still the socket we adopted:
     /// libuv aborts the process when epoll refuses a descriptor that was closed behind
@@ -222,7 +242,7 @@ impl Shared {
         // A batch still being emitted (JS calling in from a listener) keeps the interest:
         // dropping and re-adding it would cost two epoll_ctl calls per message. Only a
         // batch left unfinished after its emit stops reading.
-        let batch_waits = self.inflight.is_some() && self.emitting == 0;
+        let batch_waits = self.batch_open && self.emitting == 0;
         if self.phase == Phase::Open
             && self.reading
             && !batch_waits
@@ -266,7 +286,7 @@ impl Shared {
         Ok(())
     }
 
-    fn new_poll(&self, fd: std::os::fd::RawFd) -> Result<Poll, Error> {
+    fn new_poll(&mut self, fd: std::os::fd::RawFd) -> Result<Poll, Error> {
         let Some(strong) = self.this.upgrade() else {
             return Err(Error::State {
                 code: "ERR_CHANNEL_CLOSED",
@@ -286,10 +306,22 @@ impl Shared {
             Err(status) => {
                 // SAFETY: the handle never took `data`: take the strong count back.
                 drop(unsafe { Rc::from_raw(data as *const RefCell<Shared>) });
-                Err(Error::os(
-                    "uv_poll_init",
-                    Errno::from_raw(uv::status_errno(status)),
-                ))
+                let errno = Errno::from_raw(uv::status_errno(status));
+                if errno == Errno::EEXIST {
+                    // Another handle of this loop watches the descriptor: it belongs to
+                    // something else (a net.Socket or net.Server), so never close it.
+                    self.disowned = true;
+                    return Err(Error::os_with_detail(
+                        "uv_poll_init",
+                        errno,
+                        format!(
+                            "descriptor {fd} is already watched by another handle of this \
+                             event loop (a net.Socket or net.Server owns it): adopt a \
+                             descriptor nothing else uses; it was left open"
+                        ),
+                    ));
+                }
+                Err(Error::os("uv_poll_init", errno))
             }
         }
     }
@@ -379,34 +411,44 @@ pub(crate) fn register_cleanup_hook(
 /// background (lingering) before the socket closes. Otherwise (errors, teardown) it
 /// closes now. Either way JS is done with it: its handlers are released and every
 /// descriptor of a batch it had not taken is closed.
-pub(crate) fn close(shared: &SharedRef, graceful: bool) {
+///
+/// Returns the sequence number below which every message was written or is being
+/// finished (the send callbacks of those succeed); None if it was closed already.
+pub(crate) fn close(shared: &SharedRef, graceful: bool) -> Option<u64> {
     let Ok(mut s) = shared.try_borrow_mut() else {
-        return;
+        return None;
     };
     if s.phase == Phase::Closed || (s.phase == Phase::Lingering && graceful) {
-        return;
+        return None;
     }
+    let mut written = s.core.as_ref().map_or(0, |c| c.oldest_unwritten());
     let inflight = s.inflight.take();
+    s.batch_open = false;
     let mut handlers = s.handlers.take();
     if s.emitting > 0 {
         s.retired = handlers.take();
     }
     s.pending = None;
     s.reading = false;
-    if graceful && !s.teardown {
+    // A descriptor closed behind our back (its number perhaps reused) gets nothing more.
+    if graceful && !s.teardown && s.check_descriptor().is_ok() {
         let linger = s.core.as_mut().is_some_and(|core| {
             let _ = core.flush(); // closing anyway: what the socket takes now goes
+            written = core.oldest_unwritten();
             core.abandon_unstarted()
         });
         if linger {
+            // The frame already begun is finished in the background: it counts as sent.
+            written += 1;
             s.phase = Phase::Lingering;
             s.write_blocked = true;
-            s.set_ref(false); // finishing a frame must not keep the process alive
+            // Like net.Socket#end(), the process stays alive until the frame is written
+            // (or the peer goes away); an exit now would cut it in half.
             if s.update_poll().is_ok() {
                 drop(s);
                 drop(inflight);
                 drop(handlers);
-                return;
+                return Some(written);
             }
         }
     }
@@ -421,18 +463,26 @@ pub(crate) fn close(shared: &SharedRef, graceful: bool) {
     let poll = s.poll.take();
     let core = s.core.take();
     let identity = s.identity;
+    let disowned = s.disowned;
     drop(s);
     if let Some(p) = poll {
         p.close(on_poll_closed); // libuv forgets the descriptor before it is closed
     }
     drop(inflight);
     if let Some(core) = core {
-        release_descriptor((*core).into_fd(), identity);
+        let fd = (*core).into_fd();
+        if disowned {
+            let _ = registry::release(fd.as_fd(), identity);
+            let _ = fd.into_raw_fd();
+        } else {
+            release_descriptor(fd, identity);
+        }
     }
     drop(handlers);
     if let Some(hook) = hook {
         hook.remove();
     }
+    Some(written)
 }
 
 /// Closes the socket — unless its number no longer points to the socket we adopted
