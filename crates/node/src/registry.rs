@@ -35,17 +35,6 @@ pub(crate) fn claim(fd: RawFd, id: Identity) -> Result<(), Error> {
     if map.get(&fd) == Some(&id) {
         return Err(in_use(fd));
     }
-    // The same socket under another number (a duplicate, or received back): both
-    // channels would read it, each getting half of the stream.
-    if let Some((&other, _)) = map.iter().find(|&(&n, &i)| n != fd && i == id) {
-        return Err(Error::State {
-            code: "ERR_FD_IN_USE",
-            message: format!(
-                "descriptor {fd} is the same socket as descriptor {other}, which an open \
-                 Channel owns: a socket can be adopted by one channel only"
-            ),
-        });
-    }
     // A different identity means the number was closed behind the old channel's back
     // and reused: the old channel no longer owns it (it checks before closing).
     map.insert(fd, id);
