@@ -25,7 +25,6 @@ import * as childProcess from 'node:child_process'
 import { EventEmitter } from 'node:events'
 import * as fs from 'node:fs'
 import * as net from 'node:net'
-import { types } from 'node:util'
 
 import type { NativeChannel } from './binding'
 import { native } from './loader'
@@ -582,12 +581,16 @@ export class Channel extends EventEmitter implements AsyncIterable<Message> {
     if (nat === null) {
       throw codedError(Error, 'ERR_CHANNEL_CLOSED', `cannot send: ${this.#closedBecause}`)
     }
-    const bytes = withCodes('data', () => toBuffer(data))
-    if (options === undefined) options = {}
-    const fds = withCodes('options', () => {
+    let bytes: Buffer
+    let fds: number[]
+    try {
+      bytes = toBuffer(data)
+      if (options === undefined) options = {}
       checkObject(options, 'options')
-      return resolvePassables((options as SendOptions).fds)
-    })
+      fds = resolvePassables((options as SendOptions).fds)
+    } catch (err) {
+      throw withCode(err, 'the arguments')
+    }
     if (callback !== undefined && typeof callback !== 'function') {
       throw codedError(TypeError, 'ERR_INVALID_ARG_TYPE', `callback must be a function, got ${describe(callback)}`)
     }
@@ -1228,10 +1231,15 @@ function withCodes<T>(what: string, check: () => T): T {
   try {
     return check()
   } catch (err) {
-    if (err !== null && typeof err === 'object' && typeof (err as { code?: unknown }).code === 'string') throw err
-    const message = err instanceof Error ? err.message : String(err)
-    throw codedError(TypeError, 'ERR_INVALID_ARG_VALUE', `${what} cannot be read: ${message}`)
+    throw withCode(err, what)
   }
+}
+
+/** `err` if it has a code; otherwise an `ERR_INVALID_ARG_VALUE` that says what could not be read. */
+function withCode(err: unknown, what: string): unknown {
+  if (err !== null && typeof err === 'object' && typeof (err as { code?: unknown }).code === 'string') return err
+  const message = err instanceof Error ? err.message : String(err)
+  return codedError(TypeError, 'ERR_INVALID_ARG_VALUE', `${what} cannot be read: ${message}`)
 }
 
 function isDetached(buffer: ArrayBufferLike): boolean {
@@ -1306,7 +1314,7 @@ function toBuffer(data: unknown): Buffer {
     if (data.byteLength === 0 && isDetached(data.buffer)) {
       throw codedError(TypeError, 'ERR_INVALID_ARG_VALUE', 'data is a view of a detached ArrayBuffer (it was transferred)')
     }
-    if (Buffer.isBuffer(data) && !types.isProxy(data)) return data
+    if (Buffer.isBuffer(data)) return data
     try {
       return Buffer.from(data.buffer, data.byteOffset, data.byteLength)
     } catch (err) {
