@@ -73,11 +73,15 @@ pub fn socket_kind(fd: BorrowedFd<'_>) -> Result<SocketKind> {
     }
 }
 
-/// Checks that `fd` is a Unix-domain socket (AF_UNIX), the only kind that carries
-/// descriptors: a TCP socket would take a channel's frames and silently drop every
-/// descriptor sent with them. The address family is read with getsockname(2), which
-/// reports it on every platform (SO_DOMAIN is Linux and FreeBSD only).
-pub fn check_unix_domain(fd: BorrowedFd<'_>) -> Result<()> {
+/// getsockname(2) or getpeername(2): the address family of this end or of the peer.
+fn address_family(
+    fd: BorrowedFd<'_>,
+    call: unsafe extern "C" fn(
+        libc::c_int,
+        *mut libc::sockaddr,
+        *mut libc::socklen_t,
+    ) -> libc::c_int,
+) -> std::result::Result<libc::sa_family_t, nix::errno::Errno> {
     use std::os::fd::AsRawFd;
     // SAFETY: sockaddr_storage is plain data; all-zero is a valid value.
     let mut addr: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
@@ -85,20 +89,29 @@ pub fn check_unix_domain(fd: BorrowedFd<'_>) -> Result<()> {
     // SAFETY: addr and len are live, and len states addr's size: the kernel writes at
     // most that much.
     let rc = unsafe {
-        libc::getsockname(
+        call(
             fd.as_raw_fd(),
             (&mut addr as *mut libc::sockaddr_storage).cast(),
             &mut len,
         )
     };
-    if rc != 0 {
-        return Err(Error::os("getsockname", nix::errno::Errno::last()));
+    if rc == 0 {
+        Ok(addr.ss_family)
+    } else {
+        Err(nix::errno::Errno::last())
     }
-    if i32::from(addr.ss_family) != libc::AF_UNIX {
+}
+
+/// Checks that `fd` is a Unix-domain socket (AF_UNIX), the only kind that carries
+/// descriptors: a TCP socket would take a channel's frames and silently drop every
+/// descriptor sent with them. The address family is read with getsockname(2), which
+/// reports it on every platform (SO_DOMAIN is Linux and FreeBSD only).
+pub fn check_unix_domain(fd: BorrowedFd<'_>) -> Result<()> {
+    let family = address_family(fd, libc::getsockname).map_err(|e| Error::os("getsockname", e))?;
+    if i32::from(family) != libc::AF_UNIX {
         return Err(Error::InvalidArgument(format!(
-            "the descriptor is a socket of address family {}, not a Unix-domain socket \
-             (AF_UNIX): only Unix-domain sockets carry descriptors",
-            addr.ss_family
+            "the descriptor is a socket of address family {family}, not a Unix-domain socket \
+             (AF_UNIX): only Unix-domain sockets carry descriptors"
         )));
     }
     Ok(())
@@ -107,26 +120,14 @@ pub fn check_unix_domain(fd: BorrowedFd<'_>) -> Result<()> {
 /// Checks that `fd` is connected to a peer (getpeername(2)): a listening or unconnected
 /// socket cannot carry a channel (and a listening one usually belongs to a server).
 pub fn check_connected(fd: BorrowedFd<'_>) -> Result<()> {
-    use std::os::fd::AsRawFd;
-    // SAFETY: sockaddr_storage is plain data; all-zero is a valid value.
-    let mut addr: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
-    let mut len = std::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
-    // SAFETY: addr and len are live and len states addr's size.
-    let rc = unsafe {
-        libc::getpeername(
-            fd.as_raw_fd(),
-            (&mut addr as *mut libc::sockaddr_storage).cast(),
-            &mut len,
-        )
-    };
-    match (rc, nix::errno::Errno::last()) {
-        (0, _) => Ok(()),
-        (_, nix::errno::Errno::ENOTCONN) => Err(Error::InvalidArgument(
+    match address_family(fd, libc::getpeername) {
+        Ok(_) => Ok(()),
+        Err(nix::errno::Errno::ENOTCONN) => Err(Error::InvalidArgument(
             "the socket is not connected (a listening socket?): a channel needs one end of \
              a connected pair"
                 .into(),
         )),
-        (_, e) => Err(Error::os("getpeername", e)),
+        Err(e) => Err(Error::os("getpeername", e)),
     }
 }
 
