@@ -440,7 +440,7 @@ export class Channel extends EventEmitter implements AsyncIterable<Message> {
       messages: (data: Buffer, table: Buffer | null, count: number) => this.#onMessages(data, table, count),
       drain: () => this.#onDrain(),
       end: () => this.#onEnd(),
-      error: (err: Error) => this.#onFailed(err as SocketpairError),
+      error: (err: Error) => this.#destroy(err as SocketpairError),
       finish: () => this.#checkDone(),
       refused: (list: Array<number | Error>) => this.#onRefused(list),
       written: (oldest: number) => this.#onWritten(oldest),
@@ -850,25 +850,20 @@ export class Channel extends EventEmitter implements AsyncIterable<Message> {
 
   /** The addon hands over a batch; returns true once every message of it was emitted. */
   #onMessages(data: Buffer, table: Buffer | null, count: number): boolean {
-    if (table === null && this.#deliverable()) {
-      // One message without descriptors, the request/response case: no batch to keep.
-      try {
-        this.emit('message', { data, fds: [] })
-      } catch (err) {
-        this.#settleOwed = true // the addon saw no `true`: it waits for settle()
-        this.#scheduleResume(true)
-        throw err
-      }
-      return true
-    }
-    const words = table === null ? null : new Uint32Array(table.buffer, table.byteOffset, table.byteLength >>> 2)
-    this.#batch = { data, words, count, next: 0, offset: 0, fdAt: 1 + 2 * count }
     let done: boolean
     try {
+      if (table === null && this.#deliverable()) {
+        // One message without descriptors, the request/response case: no batch to keep.
+        this.emit('message', { data, fds: [] })
+        return true
+      }
+      const words = table === null ? null : new Uint32Array(table.buffer, table.byteOffset, table.byteLength >>> 2)
+      this.#batch = { data, words, count, next: 0, offset: 0, fdAt: 1 + 2 * count }
       done = this.#deliverBatch()
     } catch (err) {
       // A listener threw: the exception goes on ('uncaughtException', as any listener's
-      // from the loop); the rest of the batch is delivered on a later turn.
+      // from the loop). The addon saw no `true` and waits for settle(): the rest of the
+      // batch is delivered on a later turn, then settle() is called.
       this.#settleOwed = true
       this.#scheduleResume(true)
       throw err
@@ -939,7 +934,7 @@ export class Channel extends EventEmitter implements AsyncIterable<Message> {
       try {
         ended = nat.settle()
       } catch (err) {
-        this.#onFailed(err as SocketpairError)
+        this.#destroy(err as SocketpairError)
         return
       }
       if (ended) this.#onEnd()
@@ -1010,11 +1005,6 @@ export class Channel extends EventEmitter implements AsyncIterable<Message> {
     if (nat === null) return
     const both = STATE_READ_ENDED | STATE_WRITE_ENDED
     if ((nat.state & both) === both) this.close()
-  }
-
-  /** The addon closed the channel because of `err`. */
-  #onFailed(err: SocketpairError): void {
-    this.#destroy(err)
   }
 
   /** Closes because of `err`: 'error', then 'close', as net.Socket does. */

@@ -131,6 +131,26 @@ pub fn check_connected(fd: BorrowedFd<'_>) -> Result<()> {
     }
 }
 
+/// Whether a receive of `bytes` bytes and `fds` descriptors from a socket of this kind
+/// is the end of the stream: 0 bytes from a stream socket; never on a datagram socket,
+/// where an empty record is a message; on a seqpacket socket only once the peer has shut
+/// down (an empty record from a connected peer is a record).
+pub fn is_end_of_stream(
+    fd: BorrowedFd<'_>,
+    kind: SocketKind,
+    bytes: usize,
+    fds: usize,
+) -> Result<bool> {
+    if bytes != 0 || fds != 0 {
+        return Ok(false);
+    }
+    match kind {
+        SocketKind::Stream => Ok(true),
+        SocketKind::Dgram => Ok(false),
+        SocketKind::Seqpacket => peer_shut_down(fd),
+    }
+}
+
 /// Whether the peer has shut down its sending side (POLLRDHUP). A 0-byte read from a
 /// seqpacket socket is either end of stream or an empty record; the kernel returns end of
 /// stream only once the peer has shut down and nothing is left, so "not shut down" means

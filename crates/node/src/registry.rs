@@ -9,7 +9,7 @@
 //! told apart from the socket the channel adopted.
 
 use std::collections::HashMap;
-use std::os::fd::{BorrowedFd, RawFd};
+use std::os::fd::{AsFd, BorrowedFd, IntoRawFd, OwnedFd, RawFd};
 use std::sync::{Mutex, MutexGuard};
 
 use socketpair_core::socket;
@@ -52,6 +52,13 @@ pub(crate) fn release(fd: BorrowedFd<'_>, id: Identity) -> bool {
         }
     }
     socket::identity(fd).is_ok_and(|now| now == id)
+}
+
+/// Gives `fd` up without closing it: forgotten here, left open for whoever owns it (the
+/// caller of an adoption that failed, or a handle the descriptor turned out to belong to).
+pub(crate) fn hand_back(fd: OwnedFd, id: Identity) {
+    let _ = release(fd.as_fd(), id);
+    let _ = fd.into_raw_fd();
 }
 
 /// Whether an open channel owns the socket now at `fd`.

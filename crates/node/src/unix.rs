@@ -99,11 +99,9 @@ pub fn recvmsg(env: Env, fd: i32, mut buf: BufferSlice, max_fds: u32) -> napi::R
     // down (then the kernel reports end of stream). Ask the socket only in that rare case.
     let eof = r.bytes == 0
         && r.fds == 0
-        && match socket::socket_kind(sock).map_err(|e| throw(&env, e))? {
-            SocketKind::Stream => true,
-            SocketKind::Dgram => false,
-            SocketKind::Seqpacket => socket::peer_shut_down(sock).map_err(|e| throw(&env, e))?,
-        };
+        && socket::socket_kind(sock)
+            .and_then(|kind| socket::is_end_of_stream(sock, kind, r.bytes, r.fds))
+            .map_err(|e| throw(&env, e))?;
     Ok(Received {
         bytes: r.bytes as i64,
         fds: release(fds),

@@ -22,7 +22,7 @@ use napi::sys;
 use nix::errno::Errno;
 use socketpair_core::channel::{ChannelCore, ReadStatus};
 use socketpair_core::frame::Message;
-use socketpair_core::write_queue::Flush;
+use socketpair_core::write_queue::{Flush, Refused};
 use socketpair_core::Error;
 
 use super::shared::{self, Phase, Shared, SharedRef};
@@ -147,24 +147,7 @@ fn on_writable(shared: &SharedRef, env: sys::napi_env) -> bool {
     if !refused.is_empty() {
         // All at once: JS takes every refused message off its callback list before any
         // listener runs (a listener may close the channel, which settles the rest).
-        let mut list: sys::napi_value = ptr::null_mut();
-        // SAFETY: env is live on this thread; list is an out-pointer.
-        if unsafe { sys::napi_create_array(env, &mut list) } == sys::Status::napi_ok {
-            let mut index = 0;
-            for r in refused {
-                let (Some(id), Some(err)) = (
-                    js::f64_value(env, r.id as f64),
-                    js::error_value(env, &r.error),
-                ) else {
-                    continue;
-                };
-                // SAFETY: list, id and err are live values of this scope.
-                unsafe {
-                    sys::napi_set_element(env, list, index, id);
-                    sys::napi_set_element(env, list, index + 1, err);
-                }
-                index += 2;
-            }
+        if let Some(list) = refused_list(env, refused) {
             emit(shared, env, |h| &h.refused, &[list]);
             if is_closed(shared) {
                 return false;
@@ -191,6 +174,31 @@ fn on_writable(shared: &SharedRef, env: sys::napi_env) -> bool {
             !is_closed(shared)
         }
     }
+}
+
+/// Refused messages as JS sees them: `[id, error, id, error, …]`.
+pub(crate) fn refused_list(env: sys::napi_env, refused: Vec<Refused>) -> Option<sys::napi_value> {
+    let mut list: sys::napi_value = ptr::null_mut();
+    // SAFETY: env is live on this thread; list is an out-pointer.
+    if unsafe { sys::napi_create_array(env, &mut list) } != sys::Status::napi_ok {
+        return None;
+    }
+    let mut index = 0;
+    for r in refused {
+        let (Some(id), Some(err)) = (
+            js::f64_value(env, r.id as f64),
+            js::error_value(env, &r.error),
+        ) else {
+            continue;
+        };
+        // SAFETY: list, id and err are live values of this scope.
+        unsafe {
+            sys::napi_set_element(env, list, index, id);
+            sys::napi_set_element(env, list, index + 1, err);
+        }
+        index += 2;
+    }
+    Some(list)
 }
 
 /// Reads one round and hands JS what it got, then the end of stream or the error found

@@ -9,7 +9,7 @@ mod delivery;
 mod shared;
 
 use std::cell::RefCell;
-use std::os::fd::{AsFd, BorrowedFd, FromRawFd, IntoRawFd, OwnedFd};
+use std::os::fd::{BorrowedFd, FromRawFd, IntoRawFd, OwnedFd};
 use std::ptr;
 use std::rc::Rc;
 
@@ -66,6 +66,7 @@ impl NativeChannel {
     ) -> napi::Result<Self> {
         let raw_env = env.raw();
         borrow(&env, fd, "fd")?;
+        let uv_loop = event_loop(raw_env).map_err(|e| js::throw(raw_env, e))?;
         let handlers = make_handlers(raw_env, owner.raw(), handlers.raw()).ok_or_else(|| {
             js::throw(
                 raw_env,
@@ -96,15 +97,6 @@ impl NativeChannel {
                     return Err(js::throw(raw_env, e));
                 }
             };
-        let uv_loop = match event_loop(raw_env) {
-            Ok(l) => l,
-            Err(e) => {
-                let fd = core.into_fd();
-                let _ = registry::release(fd.as_fd(), identity);
-                let _ = fd.into_raw_fd();
-                return Err(js::throw(raw_env, e));
-            }
-        };
         let shared = Rc::new_cyclic(|this| {
             let mut s = Shared::new(raw_env, uv_loop, core, identity, this.clone());
             s.handlers = Some(Box::new(handlers));
@@ -120,9 +112,7 @@ impl NativeChannel {
                 // Hand the descriptor back before closing the rest.
                 if let Ok(mut s) = shared.try_borrow_mut() {
                     if let Some(core) = s.core.take() {
-                        let fd = core.into_fd();
-                        let _ = registry::release(fd.as_fd(), identity);
-                        let _ = fd.into_raw_fd();
+                        registry::hand_back(core.into_fd(), identity);
                     }
                 }
                 let _ = shared::close(&shared, false);
@@ -199,7 +189,7 @@ impl NativeChannel {
 
     /// The messages the kernel refused since the last call, as `[id, error, id, error, …]`.
     #[napi(ts_return_type = "Array<number | Error>")]
-    pub fn take_refused(&self, env: Env) -> napi::Result<Vec<Unknown<'_>>> {
+    pub fn take_refused(&self, env: Env) -> napi::Result<Unknown<'_>> {
         let refused = match self.shared.try_borrow_mut() {
             Ok(mut s) => s
                 .core
@@ -209,20 +199,14 @@ impl NativeChannel {
             Err(_) => Vec::new(),
         };
         let raw = env.raw();
-        let mut out = Vec::with_capacity(refused.len() * 2);
-        for r in refused {
-            if let (Some(id), Some(err)) = (
-                js::f64_value(raw, r.id as f64),
-                js::error_value(raw, &r.error),
-            ) {
-                // SAFETY: both are live values of this call's scope.
-                unsafe {
-                    out.push(Unknown::from_raw_unchecked(raw, id));
-                    out.push(Unknown::from_raw_unchecked(raw, err));
-                }
-            }
-        }
-        Ok(out)
+        let list = delivery::refused_list(raw, refused).ok_or_else(|| {
+            js::throw(
+                raw,
+                Error::os("napi_create_array", nix::errno::Errno::ENOMEM),
+            )
+        })?;
+        // SAFETY: a live value of this call's scope.
+        Ok(unsafe { Unknown::from_raw_unchecked(raw, list) })
     }
 
     /// Whether messages refused by the kernel wait in `takeRefused()`.

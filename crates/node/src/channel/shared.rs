@@ -258,17 +258,20 @@ impl Shared {
         if events == self.events {
             return Ok(());
         }
-        if events != 0 && !socket::identity(core.fd()).is_ok_and(|id| id == self.identity) {
-            if let Some(poll) = &self.poll {
-                poll.set(0, on_poll);
+        let fd = core.fd().as_raw_fd();
+        if events != 0 {
+            if let Err(e) = self.check_descriptor() {
+                if let Some(poll) = &self.poll {
+                    poll.set(0, on_poll);
+                }
+                self.events = 0;
+                return Err(e);
             }
-            self.events = 0;
-            return Err(lost_descriptor(core.fd().as_raw_fd()));
         }
         if self.poll.is_none() {
             // The first time this channel polls: a channel that never reads nor waits to
             // write never has a handle, and closes without waiting for the loop.
-            self.poll = Some(self.new_poll(core.fd().as_raw_fd())?);
+            self.poll = Some(self.new_poll(fd)?);
         }
         let Some(poll) = &self.poll else {
             return Ok(());
@@ -472,8 +475,7 @@ pub(crate) fn close(shared: &SharedRef, graceful: bool) -> Option<u64> {
     if let Some(core) = core {
         let fd = (*core).into_fd();
         if disowned {
-            let _ = registry::release(fd.as_fd(), identity);
-            let _ = fd.into_raw_fd();
+            registry::hand_back(fd, identity);
         } else {
             release_descriptor(fd, identity);
         }
