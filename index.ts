@@ -355,14 +355,28 @@ function readChannelSettings(options: unknown, name: string): ChannelSettings {
 }
 
 /** A batch the addon handed over, delivered message by message. */
+/**
+ * A batch as the addon hands it over: Node buffers holding the payloads (small ones
+ * packed into slabs of at most 8 KiB, larger ones alone) and a table.
+ */
+/** Set in a table's fd-count word on the first message of each buffer. */
+const STARTS_BUFFER = 0x8000_0000
+
 interface Batch {
-  data: Buffer
-  /** `[cursor, (length, fd count) per message, every descriptor]`; null for one message without descriptors. */
+  /** The buffers, in order; `data[buffer]` holds the next message. */
+  data: Buffer[]
+  /**
+   * `[cursor, (length, fd count) per message, every descriptor]`; the fd count has bit 31
+   * set on the first message of each buffer. Null for one message without descriptors
+   * that fills its buffer.
+   */
   words: Uint32Array | null
   count: number
   /** The next message to emit. */
   next: number
-  /** Where the next message's payload starts in `data`. */
+  /** The buffer the next message is in (-1 before the first). */
+  buffer: number
+  /** Where the next message's payload starts in its buffer. */
   offset: number
   /** Where the next message's descriptors start in `words`. */
   fdAt: number
@@ -437,7 +451,7 @@ export class Channel extends EventEmitter implements AsyncIterable<Message> {
     loadStateBits()
     this.#settings = settings
     this.#native = new (native().NativeChannel)(fd, settings.maxMessageBytes, this, {
-      messages: (data: Buffer, table: Buffer | null, count: number) => this.#onMessages(data, table, count),
+      messages: (data: Buffer | Buffer[], table: Buffer | null, count: number) => this.#onMessages(data, table, count),
       drain: () => this.#onDrain(),
       end: () => this.#onEnd(),
       error: (err: Error) => this.#destroy(err as SocketpairError),
@@ -849,16 +863,17 @@ export class Channel extends EventEmitter implements AsyncIterable<Message> {
   }
 
   /** The addon hands over a batch; returns true once every message of it was emitted. */
-  #onMessages(data: Buffer, table: Buffer | null, count: number): boolean {
+  #onMessages(data: Buffer | Buffer[], table: Buffer | null, count: number): boolean {
     let done: boolean
     try {
       if (table === null && this.#deliverable()) {
         // One message without descriptors, the request/response case: no batch to keep.
-        this.emit('message', { data, fds: [] })
+        this.emit('message', { data: data as Buffer, fds: [] })
         return true
       }
       const words = table === null ? null : new Uint32Array(table.buffer, table.byteOffset, table.byteLength >>> 2)
-      this.#batch = { data, words, count, next: 0, offset: 0, fdAt: 1 + 2 * count }
+      const buffers = Array.isArray(data) ? data : [data]
+      this.#batch = { data: buffers, words, count, next: 0, buffer: -1, offset: 0, fdAt: 1 + 2 * count }
       done = this.#deliverBatch()
     } catch (err) {
       // A listener threw: the exception goes on ('uncaughtException', as any listener's
@@ -884,15 +899,21 @@ export class Channel extends EventEmitter implements AsyncIterable<Message> {
       let fds: number[] = []
       const words = b.words
       if (words === null) {
-        data = b.data
+        data = b.data[0]!
       } else {
         const length = words[1 + 2 * i]!
-        const nfds = words[2 + 2 * i]!
+        const word = words[2 + 2 * i]!
+        if (word & STARTS_BUFFER) {
+          b.buffer++
+          b.offset = 0
+        }
+        const nfds = word & ~STARTS_BUFFER
         if (nfds > 0) {
           fds = Array.from(words.subarray(b.fdAt, b.fdAt + nfds))
           b.fdAt += nfds
         }
-        data = b.data.subarray(b.offset, b.offset + length)
+        const buffer = b.data[b.buffer]!
+        data = b.offset === 0 && length === buffer.length ? buffer : buffer.subarray(b.offset, b.offset + length)
         b.offset += length
       }
       b.next = i + 1

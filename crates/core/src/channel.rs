@@ -11,8 +11,8 @@ use nix::errno::Errno;
 use nix::sys::socket::{shutdown, Shutdown};
 
 use crate::error::{Error, Result};
-use crate::frame::{FrameDecoder, FrameHeader, Message, HEADER_LEN};
-use crate::msg::{recv_into_spare, recv_nonblocking, send_nonblocking, MAX_FDS_PER_MESSAGE};
+use crate::frame::{FrameDecoder, FrameHeader, Sink, HEADER_LEN};
+use crate::msg::{recv_nonblocking, send_nonblocking, MAX_FDS_PER_MESSAGE};
 use crate::socket::{self, SocketKind};
 use crate::write_queue::{dup_for_queue, Flush, Refused, WriteQueue};
 
@@ -29,7 +29,7 @@ pub const DIRECT_WRITE_BYTES: usize = 32 << 10;
 pub const STREAM_SOCKET_BUFFER: usize = 1 << 20;
 
 /// Bytes read per recvmsg on a stream channel.
-const STREAM_READ_BYTES: usize = 256 << 10;
+pub const STREAM_READ_BYTES: usize = 256 << 10;
 
 /// A payload still missing at least this much is received into its own buffer.
 const DIRECT_READ_BYTES: usize = 64 << 10;
@@ -43,7 +43,15 @@ pub const READ_BATCH_BYTES: usize = 1 << 20;
 /// The largest record a record channel receives (records are bounded by the socket
 /// buffers anyway: about 208 KiB by default on Linux). The buffer is only touched as
 /// far as records fill it.
-const RECORD_READ_BYTES: usize = 4 << 20;
+pub const RECORD_READ_BYTES: usize = 4 << 20;
+
+/// The read buffer [`ChannelCore::read`] needs for any channel: the largest record, and
+/// one byte to tell a longer one.
+pub const READ_BUFFER_BYTES: usize = RECORD_READ_BYTES + 1;
+
+/// What a record read tells the sink may follow a record after the first (records of a
+/// burst are small and many: let the sink pack them).
+const RECORD_PACK_HINT: usize = 64 << 10;
 
 /// Why a read stopped.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -58,12 +66,11 @@ pub enum ReadStatus {
 
 /// A channel's socket and its in and out state.
 #[derive(Debug)]
-pub struct ChannelCore {
+pub struct ChannelCore<B = Vec<u8>> {
     fd: OwnedFd,
     kind: SocketKind,
     max_message_bytes: usize,
-    decoder: FrameDecoder,
-    read_buf: Vec<u8>,
+    decoder: FrameDecoder<B>,
     writer: WriteQueue,
     read_eof: bool,
     end_requested: bool,
@@ -72,7 +79,7 @@ pub struct ChannelCore {
     next_id: u64,
 }
 
-impl ChannelCore {
+impl<B: AsMut<[u8]>> ChannelCore<B> {
     /// Takes ownership of a connected Unix socket: makes it non-blocking and
     /// close-on-exec, and learns its type. A stream socket's kernel buffers are raised
     /// to [`STREAM_SOCKET_BUFFER`] where the OS allows it.
@@ -106,7 +113,6 @@ impl ChannelCore {
             kind,
             max_message_bytes,
             decoder: FrameDecoder::new(max_message_bytes),
-            read_buf: Vec::new(),
             writer: if kind.is_record() {
                 WriteQueue::new_record()
             } else {
@@ -286,24 +292,39 @@ impl ChannelCore {
         self.fd.as_raw_fd()
     }
 
-    /// Reads what the socket has, up to `max_reads` recvmsg calls, appending complete
-    /// messages to `out`. On an error, the messages completed before it are in `out`
-    /// (deliver them, then the error); everything queued has been closed.
-    pub fn read(&mut self, max_reads: usize, out: &mut Vec<Message>) -> Result<ReadStatus> {
+    /// Reads what the socket has, up to `max_reads` recvmsg calls, handing complete
+    /// messages to `sink`. Bytes are received into `scratch` (any buffer of at least
+    /// [`READ_BUFFER_BYTES`]: one per thread serves every channel), and a payload that
+    /// spans receives straight into the buffer the sink gave it. On an error, the
+    /// messages completed before it are in the sink (deliver them, then the error);
+    /// everything queued has been closed.
+    pub fn read<S: Sink<Buf = B>>(
+        &mut self,
+        max_reads: usize,
+        scratch: &mut [u8],
+        sink: &mut S,
+    ) -> Result<ReadStatus> {
         if self.read_eof {
             return Ok(ReadStatus::Eof);
         }
         if self.kind.is_record() {
-            self.read_records(max_reads, out)
+            self.read_records(max_reads, scratch, sink)
         } else {
-            self.read_stream(max_reads, out)
+            self.read_stream(max_reads, scratch, sink)
         }
     }
 
-    fn read_stream(&mut self, max_reads: usize, out: &mut Vec<Message>) -> Result<ReadStatus> {
-        if self.read_buf.is_empty() {
-            self.read_buf = vec![0u8; STREAM_READ_BYTES];
+    fn read_stream<S: Sink<Buf = B>>(
+        &mut self,
+        max_reads: usize,
+        scratch: &mut [u8],
+        sink: &mut S,
+    ) -> Result<ReadStatus> {
+        let read_size = scratch.len().min(STREAM_READ_BYTES);
+        if read_size == 0 {
+            return Err(Error::Protocol("the read buffer is empty".into()));
         }
+        let scratch = &mut scratch[..read_size];
         let mut batch_bytes = 0;
         for _ in 0..max_reads {
             if batch_bytes >= READ_BATCH_BYTES {
@@ -311,30 +332,17 @@ impl ChannelCore {
             }
             let mut fds = Vec::new();
             // A large payload in progress is received straight into its own buffer.
+            let fd = self.fd.as_fd();
             let direct = match self.decoder.payload_buffer() {
-                Some((data, missing)) if missing >= DIRECT_READ_BYTES => {
-                    if data.capacity() - data.len() < DIRECT_READ_BYTES {
-                        data.reserve(missing.min(STREAM_READ_BYTES * 4));
-                    }
-                    Some(recv_into_spare(
-                        self.fd.as_fd(),
-                        data,
-                        missing,
-                        MAX_FDS_PER_MESSAGE,
-                        &mut fds,
-                    ))
+                Some(rest) if rest.len() >= DIRECT_READ_BYTES => {
+                    Some(recv_nonblocking(fd, rest, MAX_FDS_PER_MESSAGE, &mut fds))
                 }
                 _ => None,
             };
             let is_direct = direct.is_some();
             let received = match direct {
                 Some(r) => r,
-                None => recv_nonblocking(
-                    self.fd.as_fd(),
-                    &mut self.read_buf,
-                    MAX_FDS_PER_MESSAGE,
-                    &mut fds,
-                ),
+                None => recv_nonblocking(fd, scratch, MAX_FDS_PER_MESSAGE, &mut fds),
             };
             let r = match received {
                 Ok(r) => r,
@@ -349,41 +357,47 @@ impl ChannelCore {
                 self.decoder.finish()?;
                 return Ok(ReadStatus::Eof);
             }
-            let before = out.len();
+            batch_bytes += r.bytes;
             if is_direct {
-                self.decoder.payload_received(fds, out)?;
+                self.decoder.payload_received(r.bytes, fds, sink)?;
             } else {
-                self.decoder.push(&self.read_buf[..r.bytes], fds, out)?;
+                let before = sink.count();
+                self.decoder.push(&scratch[..r.bytes], fds, sink)?;
                 // One lone message from a short read is the request/response pattern:
                 // deliver it now rather than spend a recvmsg on learning the socket is
                 // empty (level-triggered polling wakes us if more has come). Streams of
                 // messages keep reading until EAGAIN, for bigger batches.
-                if r.bytes < self.read_buf.len() && before == 0 && out.len() == 1 {
+                if r.bytes < read_size && before == 0 && sink.count() == 1 {
                     return Ok(ReadStatus::Drained);
                 }
             }
-            batch_bytes += out.iter().skip(before).map(|m| m.data.len()).sum::<usize>();
         }
         Ok(ReadStatus::Budget)
     }
 
-    fn read_records(&mut self, max_reads: usize, out: &mut Vec<Message>) -> Result<ReadStatus> {
-        if self.read_buf.is_empty() {
-            let size = (self.max_message_bytes + HEADER_LEN).min(RECORD_READ_BYTES) + 1;
-            self.read_buf = vec![0u8; size];
-        }
+    fn read_records<S: Sink<Buf = B>>(
+        &mut self,
+        max_reads: usize,
+        scratch: &mut [u8],
+        sink: &mut S,
+    ) -> Result<ReadStatus> {
+        // One byte more than the largest acceptable record, so that a longer one shows
+        // as truncated even where MSG_TRUNC is not reported.
+        let size = (self.max_message_bytes + HEADER_LEN).min(RECORD_READ_BYTES) + 1;
+        let Some(scratch) = scratch.get_mut(..size) else {
+            return Err(Error::Protocol(format!(
+                "the read buffer ({} bytes) is smaller than a record may be ({size})",
+                scratch.len()
+            )));
+        };
         let mut batch_bytes = 0;
-        for _ in 0..max_reads {
+        for i in 0..max_reads {
             if batch_bytes >= READ_BATCH_BYTES {
                 return Ok(ReadStatus::Budget);
             }
             let mut fds = Vec::new();
-            let r = match recv_nonblocking(
-                self.fd.as_fd(),
-                &mut self.read_buf,
-                MAX_FDS_PER_MESSAGE,
-                &mut fds,
-            ) {
+            let r = match recv_nonblocking(self.fd.as_fd(), scratch, MAX_FDS_PER_MESSAGE, &mut fds)
+            {
                 Ok(r) => r,
                 Err(e) if e.errno() == Some(Errno::EAGAIN) => return Ok(ReadStatus::Drained),
                 Err(e) => return Err(e),
@@ -400,17 +414,20 @@ impl ChannelCore {
                     max: Some(self.max_message_bytes.min(RECORD_READ_BYTES - HEADER_LEN)),
                 });
             }
-            let message = parse_record(&self.read_buf[..r.bytes], fds, self.max_message_bytes)?;
-            batch_bytes += message.data.len();
-            out.push(message);
+            let payload = parse_record(&scratch[..r.bytes], fds.len(), self.max_message_bytes)?;
+            batch_bytes += payload.len();
+            // After the first record of a read, more are likely to follow: a hint that
+            // lets the sink pack small ones together.
+            let following = if i == 0 { 0 } else { RECORD_PACK_HINT };
+            sink.complete(payload, fds, following)?;
         }
         Ok(ReadStatus::Budget)
     }
 }
 
 /// One record is one frame: its header must describe exactly the record and the
-/// descriptors that came with it.
-fn parse_record(record: &[u8], fds: Vec<OwnedFd>, max: usize) -> Result<Message> {
+/// `nfds` descriptors that came with it. Returns the payload.
+fn parse_record(record: &[u8], nfds: usize, max: usize) -> Result<&[u8]> {
     let Some(head) = record.first_chunk::<HEADER_LEN>() else {
         return Err(Error::Protocol(format!(
             "record of {} bytes is shorter than a frame header",
@@ -426,22 +443,26 @@ fn parse_record(record: &[u8], fds: Vec<OwnedFd>, max: usize) -> Result<Message>
             payload.len()
         )));
     }
-    if header.nfds as usize != fds.len() {
+    if header.nfds as usize != nfds {
         return Err(Error::Protocol(format!(
-            "record header declares {} descriptors but {} came with it",
+            "record header declares {} descriptors but {nfds} came with it",
             header.nfds,
-            fds.len()
         )));
     }
-    Ok(Message {
-        data: payload.to_vec(),
-        fds,
-    })
+    Ok(payload)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::frame::Message;
+
+    type Core = ChannelCore<Vec<u8>>;
+
+    fn read_all(ch: &mut Core, max_reads: usize, out: &mut Vec<Message>) -> Result<ReadStatus> {
+        let mut scratch = vec![0u8; READ_BUFFER_BYTES];
+        ch.read(max_reads, &mut scratch, out)
+    }
     use crate::msg::send_with_fds;
     use crate::socket::{socketpair, PairOptions};
     use crate::testutil::{fd_inode, open_fd_count, temp_file_with};
@@ -449,16 +470,16 @@ mod tests {
     fn pair(kind: SocketKind) -> (ChannelCore, ChannelCore) {
         let (a, b) = socketpair(kind, PairOptions::default()).unwrap();
         (
-            ChannelCore::adopt(a, DEFAULT_MAX_MESSAGE_BYTES).unwrap(),
-            ChannelCore::adopt(b, DEFAULT_MAX_MESSAGE_BYTES).unwrap(),
+            Core::adopt(a, DEFAULT_MAX_MESSAGE_BYTES).unwrap(),
+            Core::adopt(b, DEFAULT_MAX_MESSAGE_BYTES).unwrap(),
         )
     }
 
     /// Reads until `count` messages or end of stream, polling in between.
-    fn collect(ch: &mut ChannelCore, count: usize) -> (Vec<Message>, bool) {
+    fn collect(ch: &mut Core, count: usize) -> (Vec<Message>, bool) {
         let mut out = Vec::new();
         loop {
-            match ch.read(16, &mut out).unwrap() {
+            match read_all(ch, 16, &mut out).unwrap() {
                 ReadStatus::Eof => return (out, true),
                 _ if out.len() >= count => return (out, false),
                 ReadStatus::Drained => std::thread::sleep(std::time::Duration::from_millis(1)),
@@ -591,7 +612,7 @@ mod tests {
             let mut calls = Vec::new();
             while got.len() < N {
                 let mut out = Vec::new();
-                let status = b.read(32, &mut out).unwrap();
+                let status = read_all(&mut b, 32, &mut out).unwrap();
                 let bytes: usize = out.iter().map(|m| m.data.len()).sum();
                 // The read stops at the first message that reaches the batch size.
                 assert!(
@@ -632,7 +653,7 @@ mod tests {
     #[test]
     fn limits_are_checked_before_anything_is_sent() {
         let (a, _b) = socketpair(SocketKind::Stream, PairOptions::default()).unwrap();
-        let mut a = ChannelCore::adopt(a, 10).unwrap();
+        let mut a = Core::adopt(a, 10).unwrap();
         assert_eq!(
             a.send(&[0u8; 11], &[]).unwrap_err().code(),
             "ERR_MESSAGE_TOO_LARGE"
@@ -663,14 +684,14 @@ mod tests {
         {
             let (raw, b) =
                 socketpair(crate::testutil::record_kind(), PairOptions::default()).unwrap();
-            let mut b = ChannelCore::adopt(b, 1024).unwrap();
+            let mut b = Core::adopt(b, 1024).unwrap();
             let file = temp_file_with(b"");
             // Header says 5 bytes, record has 3; and one fd that the header does not count.
             let mut rec = FrameHeader::new(5, 0).encode().to_vec();
             rec.extend_from_slice(b"abc");
             send_with_fds(raw.as_fd(), &[IoSlice::new(&rec)], &[file.as_fd()]).unwrap();
             let mut out = Vec::new();
-            let err = b.read(4, &mut out).unwrap_err();
+            let err = read_all(&mut b, 4, &mut out).unwrap_err();
             assert_eq!(err.code(), "ERR_PROTOCOL");
             assert!(out.is_empty());
         }
@@ -683,7 +704,7 @@ mod tests {
         let client = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
         let fd = OwnedFd::from(client);
         let id = fd_inode(&fd);
-        let (err, back) = ChannelCore::adopt(fd, 1024).unwrap_err();
+        let (err, back) = Core::adopt(fd, 1024).unwrap_err();
         assert_eq!(err.code(), "ERR_INVALID_ARG_VALUE");
         assert!(err.to_string().contains("Unix-domain"), "{err}");
         assert_eq!(fd_inode(&back), id, "the same descriptor, still open");
@@ -698,7 +719,7 @@ mod tests {
         let (tx, rx) = std::sync::mpsc::channel();
         std::thread::spawn(move || {
             let mut out = Vec::new();
-            let read = b.read(4, &mut out).map_err(|e| e.code());
+            let read = read_all(&mut b, 4, &mut out).map_err(|e| e.code());
             let mut sent = 0usize;
             let chunk = vec![1u8; 1 << 20];
             // Far more than the kernel holds: the rest must queue, not block.
@@ -718,24 +739,24 @@ mod tests {
         assert_eq!(flushed, Ok(Flush::WouldBlock));
         assert!(queued > 0);
         let mut out = Vec::new();
-        assert_eq!(a.read(1, &mut out).unwrap(), ReadStatus::Budget);
+        assert_eq!(read_all(&mut a, 1, &mut out).unwrap(), ReadStatus::Budget);
     }
 
     #[cfg(any(target_os = "linux", target_os = "freebsd"))]
     #[test]
     fn an_empty_seqpacket_record_is_a_protocol_error_not_end_of_stream() {
         let (raw, b) = socketpair(SocketKind::Seqpacket, PairOptions::default()).unwrap();
-        let mut b = ChannelCore::adopt(b, 1024).unwrap();
+        let mut b = Core::adopt(b, 1024).unwrap();
         send_with_fds(raw.as_fd(), &[IoSlice::new(&[])], &[]).unwrap();
         let mut out = Vec::new();
-        let err = b.read(4, &mut out).unwrap_err();
+        let err = read_all(&mut b, 4, &mut out).unwrap_err();
         assert_eq!(err.code(), "ERR_PROTOCOL");
         assert!(!b.read_done());
         // Whereas a peer that closes is end of stream.
         let (raw, c) = socketpair(SocketKind::Seqpacket, PairOptions::default()).unwrap();
-        let mut c = ChannelCore::adopt(c, 1024).unwrap();
+        let mut c = Core::adopt(c, 1024).unwrap();
         drop(raw);
-        assert_eq!(c.read(4, &mut out).unwrap(), ReadStatus::Eof);
+        assert_eq!(read_all(&mut c, 4, &mut out).unwrap(), ReadStatus::Eof);
     }
 
     #[test]
@@ -756,7 +777,7 @@ mod tests {
             let mut got = Vec::new();
             while got.len() < n as usize + 1 {
                 let _ = a.flush().unwrap();
-                let _ = b.read(64, &mut got).unwrap();
+                let _ = read_all(&mut b, 64, &mut got).unwrap();
             }
             assert_eq!(got.last().unwrap().data, b"after", "{kind:?}");
         }
@@ -804,7 +825,7 @@ mod tests {
             while got.len() < 3 {
                 let _ = a.flush().unwrap();
                 refusals.extend(a.take_refused());
-                let _ = b.read(64, &mut got).unwrap();
+                let _ = read_all(&mut b, 64, &mut got).unwrap();
             }
             assert_eq!(refusals.len(), 1);
             assert_eq!(refusals[0].id, refused);
@@ -829,7 +850,7 @@ mod tests {
         let mut got = Vec::new();
         loop {
             let flushed = a.flush().unwrap();
-            let _ = b.read(64, &mut got).unwrap();
+            let _ = read_all(&mut b, 64, &mut got).unwrap();
             if flushed == Flush::Done && !a.wants_write() {
                 break;
             }

@@ -36,11 +36,6 @@ pub const HEADER_LEN: usize = 8;
 pub const VERSION: u8 = 1;
 /// The largest payload the format can describe (u32).
 pub const MAX_PAYLOAD: usize = u32::MAX as usize;
-/// Payloads up to this size get their whole buffer as soon as their header arrives
-/// (address space only: pages are committed as the bytes come), so that a large
-/// message is received without the buffer being regrown and copied. Larger payloads
-/// grow with the bytes that actually arrive.
-pub const PREALLOC_LIMIT: usize = 8 << 20;
 
 /// A frame header.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -172,19 +167,20 @@ impl FdQueue {
 }
 
 #[derive(Debug)]
-enum State {
+enum State<B> {
     Header {
         buf: [u8; HEADER_LEN],
         have: usize,
     },
+    /// A payload that arrives over several receives, assembled in its own buffer.
     Payload {
-        len: usize,
-        data: Vec<u8>,
+        have: usize,
+        data: B,
         fds: Vec<OwnedFd>,
     },
 }
 
-impl State {
+impl<B> State<B> {
     fn start() -> Self {
         State::Header {
             buf: [0; HEADER_LEN],
@@ -193,19 +189,78 @@ impl State {
     }
 }
 
-/// Incremental decoder: feed it whatever each receive returned — bytes and descriptors —
-/// and it yields whole messages with exactly their descriptors.
+/// Where decoded messages go. A message whose payload lies whole in one receive's bytes
+/// is handed over as a slice of them ([`complete`](Sink::complete): the sink copies it
+/// once, wherever it wants it); a payload that spans receives is assembled in a buffer
+/// the sink provides when its header arrives ([`alloc`](Sink::alloc)), which later
+/// receives may fill directly ([`FrameDecoder::payload_buffer`]). No payload byte is
+/// copied twice by the decoder.
 ///
-/// Guarantees: a header reserves at most [`PREALLOC_LIMIT`] of address space for its
-/// payload (pages are committed only as bytes arrive; beyond the limit the buffer grows
-/// with the bytes), so a header that claims 4 GiB costs nothing much until the bytes
-/// come; every descriptor handed in is either
-/// delivered with its message or closed; after an error the decoder holds nothing and
-/// every later call fails.
+/// `Vec<Message>` is a sink whose messages own their bytes.
+pub trait Sink {
+    /// The buffer a payload that spans receives is assembled in.
+    type Buf: AsMut<[u8]>;
+
+    /// A buffer of exactly `len` bytes (any contents: every byte is written before the
+    /// message is handed back through [`assembled`](Sink::assembled)).
+    fn alloc(&mut self, len: usize) -> Result<Self::Buf>;
+
+    /// A message whose payload lies whole in one receive. `following` more bytes of that
+    /// receive come after it (a hint: further messages may follow).
+    fn complete(&mut self, data: &[u8], fds: Vec<OwnedFd>, following: usize) -> Result<()>;
+
+    /// A message assembled in a buffer from [`alloc`](Sink::alloc).
+    fn assembled(&mut self, data: Self::Buf, fds: Vec<OwnedFd>) -> Result<()>;
+
+    /// How many messages the sink holds.
+    fn count(&self) -> usize;
+
+    /// Takes back every message after the first `count` (their descriptors close).
+    fn truncate(&mut self, count: usize);
+}
+
+impl Sink for Vec<Message> {
+    type Buf = Vec<u8>;
+
+    fn alloc(&mut self, len: usize) -> Result<Vec<u8>> {
+        // Zeroed memory from the allocator (calloc): a large buffer's pages are only
+        // committed as the payload's bytes are written.
+        Ok(vec![0; len])
+    }
+
+    fn complete(&mut self, data: &[u8], fds: Vec<OwnedFd>, _following: usize) -> Result<()> {
+        self.push(Message {
+            data: data.to_vec(),
+            fds,
+        });
+        Ok(())
+    }
+
+    fn assembled(&mut self, data: Vec<u8>, fds: Vec<OwnedFd>) -> Result<()> {
+        self.push(Message { data, fds });
+        Ok(())
+    }
+
+    fn count(&self) -> usize {
+        self.len()
+    }
+
+    fn truncate(&mut self, count: usize) {
+        Vec::truncate(self, count);
+    }
+}
+
+/// Incremental decoder: feed it whatever each receive returned — bytes and descriptors —
+/// and it hands a [`Sink`] whole messages with exactly their descriptors.
+///
+/// Guarantees: every descriptor handed in is either delivered with its message or
+/// closed; after an error the decoder holds nothing and every later call fails. A
+/// payload that spans receives gets its buffer (from the sink) when its header arrives;
+/// the length is checked against the limit first.
 #[derive(Debug)]
-pub struct FrameDecoder {
+pub struct FrameDecoder<B = Vec<u8>> {
     max_message_bytes: usize,
-    state: State,
+    state: State<B>,
     fds: FdQueue,
     batch: u64,
     failed: bool,
@@ -219,14 +274,14 @@ enum LastHeader {
     /// Its 8 bytes are not all here yet.
     Pending,
     /// Complete: the batch its descriptors came from, and where its message went in
-    /// `out` if it is complete too.
+    /// the sink if it is complete too.
     Claimed {
         batch: Option<u64>,
         delivered_at: Option<usize>,
     },
 }
 
-impl FrameDecoder {
+impl<B: AsMut<[u8]>> FrameDecoder<B> {
     /// A decoder that rejects frames whose payload exceeds `max_message_bytes`.
     pub fn new(max_message_bytes: usize) -> Self {
         FrameDecoder {
@@ -249,15 +304,20 @@ impl FrameDecoder {
     }
 
     /// Feeds one receive's worth: `bytes` and the descriptors that came with them.
-    /// Complete messages are appended to `out`, in order. On a protocol error, the
-    /// messages completed before it are still in `out`, everything queued is closed and
-    /// the error is returned.
-    pub fn push(&mut self, bytes: &[u8], fds: Vec<OwnedFd>, out: &mut Vec<Message>) -> Result<()> {
+    /// Complete messages go to `sink`, in order. On a protocol error, the messages
+    /// completed before it are still in the sink, everything queued is closed and the
+    /// error is returned.
+    pub fn push<S: Sink<Buf = B>>(
+        &mut self,
+        bytes: &[u8],
+        fds: Vec<OwnedFd>,
+        sink: &mut S,
+    ) -> Result<()> {
         if self.failed {
             return Err(Error::Protocol("the stream already failed".into()));
         }
         let new_batch = self.take_batch(fds, !bytes.is_empty())?;
-        let last = match self.decode(bytes, out) {
+        let last = match self.decode(bytes, sink) {
             Ok(last) => last,
             Err(e) => {
                 self.reset();
@@ -265,41 +325,50 @@ impl FrameDecoder {
             }
         };
         if new_batch {
-            self.check_new_batch(last, out)?;
+            self.check_new_batch(last, sink)?;
         }
         Ok(())
     }
 
-    /// While a payload is being received: the buffer it accumulates in, and how many
-    /// bytes are still missing. Receive into its spare capacity (at most that many
-    /// bytes), then call [`payload_received`](Self::payload_received).
-    pub fn payload_buffer(&mut self) -> Option<(&mut Vec<u8>, usize)> {
+    /// While a payload that spans receives is being assembled: the part of its buffer
+    /// still to be filled. Receive into (the start of) it, then call
+    /// [`payload_received`](Self::payload_received) with the count.
+    pub fn payload_buffer(&mut self) -> Option<&mut [u8]> {
         match &mut self.state {
-            State::Payload { len, data, .. } if !self.failed => {
-                let missing = *len - data.len();
-                Some((data, missing))
+            State::Payload { have, data, .. } if !self.failed => {
+                let have = *have;
+                data.as_mut().get_mut(have..)
             }
             _ => None,
         }
     }
 
-    /// After bytes were appended to [`payload_buffer`](Self::payload_buffer) by a
+    /// After `n` bytes were received into [`payload_buffer`](Self::payload_buffer) by a
     /// receive that also brought `fds`: completes the message if it is whole.
-    pub fn payload_received(&mut self, fds: Vec<OwnedFd>, out: &mut Vec<Message>) -> Result<()> {
+    pub fn payload_received<S: Sink<Buf = B>>(
+        &mut self,
+        n: usize,
+        fds: Vec<OwnedFd>,
+        sink: &mut S,
+    ) -> Result<()> {
         if self.failed {
             return Err(Error::Protocol("the stream already failed".into()));
         }
-        let new_batch = self.take_batch(fds, true)?;
+        let new_batch = self.take_batch(fds, n > 0)?;
         if new_batch {
             // These bytes are all inside one payload: no header began in them.
-            return self.check_new_batch(None, out);
+            return self.check_new_batch(None, sink);
         }
-        if let State::Payload { len, data, .. } = &self.state {
-            if data.len() == *len {
+        if let State::Payload { have, data, .. } = &mut self.state {
+            *have = (*have + n).min(data.as_mut().len());
+            if *have == data.as_mut().len() {
                 if let State::Payload { data, fds, .. } =
                     std::mem::replace(&mut self.state, State::start())
                 {
-                    out.push(Message { data, fds });
+                    if let Err(e) = sink.assembled(data, fds) {
+                        self.reset();
+                        return Err(e);
+                    }
                 }
             }
         }
@@ -335,7 +404,11 @@ impl FrameDecoder {
     /// 3. after it, every older batch has been claimed (a header still incomplete at the
     ///    end of the receive began at or after the sendmsg's start too, so it may not
     ///    claim them later either).
-    fn check_new_batch(&mut self, last: Option<LastHeader>, out: &mut Vec<Message>) -> Result<()> {
+    fn check_new_batch<S: Sink<Buf = B>>(
+        &mut self,
+        last: Option<LastHeader>,
+        sink: &mut S,
+    ) -> Result<()> {
         match last {
             None => {
                 return self.fail(
@@ -349,7 +422,7 @@ impl FrameDecoder {
                 delivered_at,
             }) if b < self.batch => {
                 if let Some(at) = delivered_at {
-                    out.truncate(at); // closes the descriptors it took
+                    sink.truncate(at); // closes the descriptors it took
                 }
                 return self.fail(
                     "a frame that began in a send carrying descriptors would take descriptors \
@@ -375,11 +448,11 @@ impl FrameDecoder {
         if self.failed {
             return Ok(());
         }
-        let partial = match &self.state {
+        let partial = match &mut self.state {
             State::Header { have: 0, .. } => None,
             State::Header { have, .. } => Some(format!("{have} of {HEADER_LEN} header bytes")),
-            State::Payload { len, data, .. } => {
-                Some(format!("{} of {len} payload bytes", data.len()))
+            State::Payload { have, data, .. } => {
+                Some(format!("{have} of {} payload bytes", data.as_mut().len()))
             }
         };
         if let Some(what) = partial {
@@ -394,7 +467,11 @@ impl FrameDecoder {
         Ok(())
     }
 
-    fn decode(&mut self, mut input: &[u8], out: &mut Vec<Message>) -> Result<Option<LastHeader>> {
+    fn decode<S: Sink<Buf = B>>(
+        &mut self,
+        mut input: &[u8],
+        sink: &mut S,
+    ) -> Result<Option<LastHeader>> {
         let mut last = None;
         while !input.is_empty() {
             match &mut self.state {
@@ -406,41 +483,52 @@ impl FrameDecoder {
                     buf[*have..*have + take].copy_from_slice(&input[..take]);
                     *have += take;
                     input = &input[take..];
-                    if *have == HEADER_LEN {
-                        let header = FrameHeader::decode(buf, self.max_message_bytes)?;
-                        let (fds, batch) = self.fds.take(header.nfds as usize)?;
-                        if matches!(last, Some(LastHeader::Pending)) {
-                            last = Some(LastHeader::Claimed {
-                                batch,
-                                delivered_at: None,
-                            });
+                    if *have < HEADER_LEN {
+                        continue;
+                    }
+                    let header = FrameHeader::decode(buf, self.max_message_bytes)?;
+                    self.state = State::start();
+                    let (fds, batch) = self.fds.take(header.nfds as usize)?;
+                    if matches!(last, Some(LastHeader::Pending)) {
+                        last = Some(LastHeader::Claimed {
+                            batch,
+                            delivered_at: None,
+                        });
+                    }
+                    let len = header.len as usize;
+                    if len <= input.len() {
+                        // The whole payload is here: the sink copies it from the input.
+                        mark_delivered(&mut last, sink.count());
+                        sink.complete(&input[..len], fds, input.len() - len)?;
+                        input = &input[len..];
+                    } else {
+                        // It spans receives: its own buffer now, filled as bytes come.
+                        let mut data = sink.alloc(len)?;
+                        let have = input.len();
+                        match data.as_mut().get_mut(..have) {
+                            Some(dst) => dst.copy_from_slice(input),
+                            None => {
+                                return Err(Error::Protocol(
+                                    "the buffer for a payload is shorter than the payload".into(),
+                                ))
+                            }
                         }
-                        let len = header.len as usize;
-                        if len == 0 {
-                            mark_delivered(&mut last, out.len());
-                            out.push(Message {
-                                data: Vec::new(),
-                                fds,
-                            });
-                            self.state = State::start();
-                        } else {
-                            // Address space for the whole payload up to PREALLOC_LIMIT;
-                            // beyond that, growth follows the bytes that arrive.
-                            let data = Vec::with_capacity(len.min(PREALLOC_LIMIT.max(input.len())));
-                            self.state = State::Payload { len, data, fds };
-                        }
+                        input = &[];
+                        self.state = State::Payload { have, data, fds };
                     }
                 }
-                State::Payload { len, data, .. } => {
-                    let take = (*len - data.len()).min(input.len());
-                    data.extend_from_slice(&input[..take]);
+                State::Payload { have, data, .. } => {
+                    let buf = data.as_mut();
+                    let take = (buf.len() - *have).min(input.len());
+                    buf[*have..*have + take].copy_from_slice(&input[..take]);
+                    *have += take;
                     input = &input[take..];
-                    if data.len() == *len {
+                    if *have == buf.len() {
                         if let State::Payload { data, fds, .. } =
                             std::mem::replace(&mut self.state, State::start())
                         {
-                            mark_delivered(&mut last, out.len());
-                            out.push(Message { data, fds });
+                            mark_delivered(&mut last, sink.count());
+                            sink.assembled(data, fds)?;
                         }
                     }
                 }
@@ -461,7 +549,7 @@ impl FrameDecoder {
     }
 }
 
-/// The message at `at` in `out` completes the frame whose header began last in this
+/// The message at `at` in the sink completes the frame whose header began last in this
 /// receive, if that header completed in it too.
 fn mark_delivered(last: &mut Option<LastHeader>, at: usize) {
     if let Some(LastHeader::Claimed { delivered_at, .. }) = last {
@@ -577,20 +665,72 @@ mod tests {
         expect_protocol_error(&w, 0, "reserved flags");
     }
 
-    #[test]
-    fn hostile_huge_length_reserves_at_most_the_prealloc_limit() {
-        let w = FrameHeader::new(u32::MAX, 0).encode();
-        expect_protocol_error(&w, 0, "exceeds");
-        // Within the limit but never sent: capacity follows the bytes that arrived.
-        let mut d = FrameDecoder::new(MAX_PAYLOAD);
-        let mut out = Vec::new();
-        let mut w = FrameHeader::new(u32::MAX, 0).encode().to_vec();
-        w.extend_from_slice(b"abc");
-        d.push(&w, Vec::new(), &mut out).unwrap();
-        match &d.state {
-            State::Payload { data, .. } => assert!(data.capacity() <= PREALLOC_LIMIT),
-            other => panic!("unexpected state {other:?}"),
+    /// A sink that records what it was asked for.
+    #[derive(Default)]
+    struct Recording {
+        allocs: Vec<usize>,
+        complete: Vec<(Vec<u8>, usize)>,
+        assembled: Vec<Vec<u8>>,
+    }
+
+    impl Sink for Recording {
+        type Buf = Vec<u8>;
+        fn alloc(&mut self, len: usize) -> Result<Vec<u8>> {
+            self.allocs.push(len);
+            Ok(vec![0; len])
         }
+        fn complete(&mut self, data: &[u8], _fds: Vec<OwnedFd>, following: usize) -> Result<()> {
+            self.complete.push((data.to_vec(), following));
+            Ok(())
+        }
+        fn assembled(&mut self, data: Vec<u8>, _fds: Vec<OwnedFd>) -> Result<()> {
+            self.assembled.push(data);
+            Ok(())
+        }
+        fn count(&self) -> usize {
+            self.complete.len() + self.assembled.len()
+        }
+        fn truncate(&mut self, _count: usize) {}
+    }
+
+    #[test]
+    fn a_length_over_the_limit_is_refused_before_any_buffer_is_asked_for() {
+        let mut d = FrameDecoder::new(1000);
+        let mut sink = Recording::default();
+        let w = FrameHeader::new(1001, 0).encode();
+        let err = d.push(&w, Vec::new(), &mut sink).unwrap_err();
+        assert!(err.to_string().contains("exceeds"), "{err}");
+        assert!(sink.allocs.is_empty());
+    }
+
+    #[test]
+    fn whole_payloads_are_lent_from_the_input_and_spanning_ones_get_one_buffer() {
+        let mut wire = frame(b"one", 0);
+        wire.extend(frame(b"two!", 0));
+        wire.extend(frame(&[7u8; 100], 0));
+        let mut d = FrameDecoder::new(1000);
+        let mut sink = Recording::default();
+        // The third payload is cut after 10 of its 100 bytes.
+        let cut = 2 * HEADER_LEN + 7 + HEADER_LEN + 10;
+        d.push(&wire[..cut], Vec::new(), &mut sink).unwrap();
+        assert_eq!(
+            sink.complete,
+            vec![
+                (b"one".to_vec(), cut - HEADER_LEN - 3),
+                (b"two!".to_vec(), HEADER_LEN + 10)
+            ]
+        );
+        assert_eq!(sink.allocs, vec![100]);
+        // The rest goes straight into the payload's buffer.
+        let rest = &wire[cut..];
+        let dst = d.payload_buffer().unwrap();
+        assert_eq!(dst.len(), 90);
+        dst.copy_from_slice(rest);
+        d.payload_received(rest.len(), Vec::new(), &mut sink)
+            .unwrap();
+        assert_eq!(sink.assembled, vec![vec![7u8; 100]]);
+        assert!(d.is_idle());
+        assert_eq!(sink.allocs, vec![100], "no second buffer");
     }
 
     #[test]

@@ -185,9 +185,9 @@ pub fn run(script: &[u8], fds: &mut FdSource) -> Result<Outcome, String> {
         }
         let direct = t & 1 == 1;
         let result = match decoder.payload_buffer() {
-            Some((buf, missing)) if direct && !data.is_empty() && data.len() <= missing => {
-                buf.extend_from_slice(data);
-                decoder.payload_received(batch, &mut out)
+            Some(buf) if direct && !data.is_empty() && data.len() <= buf.len() => {
+                buf[..data.len()].copy_from_slice(data);
+                decoder.payload_received(data.len(), batch, &mut out)
             }
             _ => decoder.push(data, batch, &mut out),
         };

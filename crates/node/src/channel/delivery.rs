@@ -20,11 +20,11 @@ use std::rc::Rc;
 
 use napi::sys;
 use nix::errno::Errno;
-use socketpair_core::channel::{ChannelCore, ReadStatus};
-use socketpair_core::frame::Message;
+use socketpair_core::channel::ReadStatus;
 use socketpair_core::write_queue::{Flush, Refused};
 use socketpair_core::Error;
 
+use super::batch::{self, Batch, Core};
 use super::shared::{self, Phase, Shared, SharedRef};
 use crate::js::{self, HandleScope, Reference};
 use crate::uv::{self, UV_READABLE, UV_WRITABLE};
@@ -137,7 +137,7 @@ fn on_writable(shared: &SharedRef, env: sys::napi_env) -> bool {
         let Ok(mut s) = shared.try_borrow_mut() else {
             return false;
         };
-        let flushed = s.flush_with(ChannelCore::flush);
+        let flushed = s.flush_with(Core::flush);
         let (refused, written) = match s.core.as_mut() {
             Some(core) => (core.take_refused(), core.oldest_unwritten()),
             None => (Vec::new(), 0),
@@ -216,9 +216,9 @@ pub(crate) fn read_and_deliver(shared: &SharedRef, env: sys::napi_env) {
         {
             return;
         }
-        let mut out = Vec::new();
+        let mut out = Batch::new(env);
         let result = match s.core() {
-            Ok(core) => core.read(READS_PER_WAKEUP, &mut out),
+            Ok(core) => batch::with_read_buffer(|buf| core.read(READS_PER_WAKEUP, buf, &mut out)),
             Err(_) => return,
         };
         let pending = match result {
@@ -294,48 +294,25 @@ pub(crate) fn settle(shared: &SharedRef) -> Result<bool, Error> {
     }
 }
 
-/// Hands a batch to JS: one buffer with every payload back to back and the number of
-/// messages, plus — unless the batch is one message without descriptors — a Uint32
-/// table: the cursor, then per message its length and descriptor count, then every
-/// descriptor in order. Returns false once the channel is closed.
-fn deliver(shared: &SharedRef, env: sys::napi_env, messages: Vec<Message>) -> bool {
-    let count = messages.len();
-    let total: usize = messages.iter().map(|m| m.data.len()).sum();
-    let Some((data, data_ptr)) = js::buffer(env, total) else {
-        fail(shared, env, Error::os("napi_create_buffer", Errno::ENOMEM));
+/// Hands a batch to JS: its buffers (one, or an array), a Uint32 table — unless the
+/// batch is one message without descriptors that fills its buffer — and the number of
+/// messages. The table (see [`batch`]) is the cursor, then per message its length and
+/// descriptor count, then every descriptor in order. Returns false once the channel is
+/// closed.
+fn deliver(shared: &SharedRef, env: sys::napi_env, batch: Batch) -> bool {
+    let count = batch.len();
+    let any_fds = batch.any_fds();
+    let Some(data) = batch.buffers_value() else {
+        fail(shared, env, Error::os("napi_create_array", Errno::ENOMEM));
         return false;
     };
-    let any_fds = messages.iter().any(|m| !m.fds.is_empty());
-    let with_table = any_fds || count > 1;
-    let mut offset = 0;
-    let mut fds = Vec::new();
-    let mut per_message = Vec::new();
-    let mut words: Vec<u32> = Vec::new();
-    if with_table {
-        words.reserve(1 + 2 * count);
-        words.push(0); // the cursor
-    }
-    for m in messages {
-        // SAFETY: data_ptr has `total` bytes; the payloads add up to `total`.
-        unsafe { ptr::copy_nonoverlapping(m.data.as_ptr(), data_ptr.add(offset), m.data.len()) };
-        offset += m.data.len();
-        if any_fds {
-            per_message.push(m.fds.len() as u32);
-        }
-        if with_table {
-            words.push(m.data.len() as u32);
-            words.push(m.fds.len() as u32);
-        }
-        fds.extend(m.fds);
-    }
     let mut args = [data, ptr::null_mut(), ptr::null_mut()];
     let mut cursor = None;
-    if with_table {
-        use std::os::fd::AsRawFd;
-        words.extend(fds.iter().map(|fd| fd.as_raw_fd() as u32));
+    if !batch.is_single_exact() || any_fds {
+        let words = batch.table_words();
         let Some((table, table_ptr)) = js::buffer(env, words.len() * 4) else {
             fail(shared, env, Error::os("napi_create_buffer", Errno::ENOMEM));
-            return false; // `fds` drop here: nothing leaks
+            return false; // the batch's descriptors close as it drops: nothing leaks
         };
         // SAFETY: the table buffer has words.len() * 4 bytes, freshly allocated.
         unsafe {
@@ -368,8 +345,8 @@ fn deliver(shared: &SharedRef, env: sys::napi_env, messages: Vec<Message>) -> bo
             s.batch_open = true;
             if any_fds {
                 s.inflight = Some(Box::new(Inflight {
-                    fds,
-                    per_message,
+                    fds: batch.fds,
+                    per_message: batch.per_message,
                     cursor,
                 }));
             }

@@ -5,6 +5,7 @@
 //! - [`shared`]: the state, the poll mask, closing, lingering and teardown;
 //! - [`delivery`]: the poll callback, and batches handed to JS transactionally.
 
+mod batch;
 mod delivery;
 mod shared;
 
@@ -16,7 +17,9 @@ use std::rc::Rc;
 use napi::bindgen_prelude::{BufferSlice, Unknown};
 use napi::{sys, Env, JsValue};
 use napi_derive::napi;
-use socketpair_core::channel::{ChannelCore, DIRECT_WRITE_BYTES};
+use socketpair_core::channel::DIRECT_WRITE_BYTES;
+
+use self::batch::Core;
 use socketpair_core::socket::{self, SocketKind};
 use socketpair_core::{peercred, Error};
 
@@ -55,7 +58,7 @@ impl NativeChannel {
     /// the descriptor is still the caller's: nothing closed it.
     #[napi(
         constructor,
-        ts_args_type = "fd: number, maxMessageBytes: number, owner: object, handlers: { messages(data: Buffer, table: Buffer | null, count: number): boolean; drain(): void; end(): void; error(err: Error): void; finish(): void; refused(list: Array<number | Error>): void; written(oldestUnwritten: number): void }"
+        ts_args_type = "fd: number, maxMessageBytes: number, owner: object, handlers: { messages(data: Buffer | Buffer[], table: Buffer | null, count: number): boolean; drain(): void; end(): void; error(err: Error): void; finish(): void; refused(list: Array<number | Error>): void; written(oldestUnwritten: number): void }"
     )]
     pub fn new(
         env: Env,
@@ -82,7 +85,7 @@ impl NativeChannel {
         } else {
             0
         };
-        let core = match ChannelCore::adopt(owned, max) {
+        let core = match Core::adopt(owned, max) {
             Ok(core) => core,
             Err((e, owned)) => {
                 let _ = owned.into_raw_fd(); // the caller's again
@@ -164,7 +167,7 @@ impl NativeChannel {
         self.with_state(&env, |s| {
             // Once per turn: never write into a socket that merely reused our number.
             s.check_descriptor()?;
-            let (_, finished) = s.flush_with(ChannelCore::flush)?;
+            let (_, finished) = s.flush_with(Core::flush)?;
             Ok(match s.core.as_ref() {
                 Some(c) if finished || c.refused_count() > 0 => -1.0,
                 Some(c) => c.queued_bytes() as f64,
@@ -182,7 +185,7 @@ impl NativeChannel {
             if by_peer && !s.core()?.end_requested() {
                 s.ended_by_peer = true;
             }
-            s.flush_with(ChannelCore::end)?;
+            s.flush_with(Core::end)?;
             Ok(s.core.as_ref().map_or(0.0, |c| c.queued_bytes() as f64))
         })
     }

@@ -25,9 +25,9 @@ use std::os::fd::{AsFd, AsRawFd, IntoRawFd, OwnedFd};
 use std::ptr;
 use std::rc::{Rc, Weak};
 
+use super::batch::Core;
 use napi::sys;
 use nix::errno::Errno;
-use socketpair_core::channel::ChannelCore;
 use socketpair_core::write_queue::Flush;
 use socketpair_core::{socket, Error};
 
@@ -108,7 +108,7 @@ pub(crate) struct Shared {
     pub uv_loop: *mut uv::UvLoop,
     /// `ref()`/`unref()`, applied to the poll handle when there is one.
     pub refed: bool,
-    pub core: Option<Box<ChannelCore>>,
+    pub core: Option<Box<Core>>,
     /// The socket's identity when adopted: the descriptor number is ours only while it
     /// still points to this.
     pub identity: Identity,
@@ -154,7 +154,7 @@ impl Shared {
     pub(crate) fn new(
         env: sys::napi_env,
         uv_loop: *mut uv::UvLoop,
-        core: ChannelCore,
+        core: Core,
         identity: Identity,
         this: Weak<RefCell<Shared>>,
     ) -> Self {
@@ -185,7 +185,7 @@ impl Shared {
         }
     }
 
-    pub(crate) fn core(&mut self) -> Result<&mut ChannelCore, Error> {
+    pub(crate) fn core(&mut self) -> Result<&mut Core, Error> {
         match (&mut self.core, self.phase) {
             (Some(core), Phase::Open) => Ok(core),
             _ => Err(Error::State {
@@ -342,7 +342,7 @@ impl Shared {
     /// the one that finished the sending side (everything written and shut down).
     pub(crate) fn flush_with(
         &mut self,
-        op: fn(&mut ChannelCore) -> Result<Flush, Error>,
+        op: fn(&mut Core) -> Result<Flush, Error>,
     ) -> Result<(Flush, bool), Error> {
         let (status, finished) = self.core().and_then(|core| {
             let was_done = core.write_done();

@@ -1,0 +1,86 @@
+/**
+ * Where received bytes live: payloads arrive in Node buffers, small ones packed into
+ * slabs of at most 8 KiB (a kept message pins its slab, never a whole batch), larger ones
+ * in a buffer of their own of exactly their size — whatever the sender's write sizes.
+ */
+import test from 'ava'
+import fs from 'node:fs'
+import { once } from 'node:events'
+
+import { Channel, socketpair, type Message } from '..'
+import { closing, fixture, leakChecked, run } from './helpers'
+
+const leakFree = leakChecked(test)
+
+const SIZES = [0, 1, 63, 64, 4095, 4096, 4097, 8191, 8192, 9000, 65535, 65536, 200000, 1048579]
+
+/** The payload data-path-peer.py sends as frame `i`. */
+function pattern(i: number, size: number): Buffer {
+  const unit = Buffer.alloc(251)
+  for (let k = 0; k < 251; k++) unit[k] = (i * 31 + k * 7) & 0xff
+  const out = Buffer.alloc(size)
+  for (let at = 0; at < size; at += 251) unit.copy(out, at, 0, Math.min(251, size - at))
+  return out
+}
+
+for (const seed of [1, 2, 3]) {
+  leakFree(`python3 writes ${SIZES.length * 8} frames of 0 B to 1 MiB cut at random points (seed ${seed}): every byte, every descriptor, each payload in a buffer of the promised kind`, async (t) => {
+    const count = SIZES.length * 8
+    const [mine, theirs] = socketpair()
+    const peer = run('python3', [fixture('data-path-peer.py'), String(seed), String(count)], {
+      stdio: ['ignore', 'inherit', 'inherit', theirs],
+    })
+    fs.closeSync(theirs)
+    const ch = Channel.fromFd(mine)
+    const got: Message[] = []
+    ch.on('message', (m) => got.push(m))
+    await once(ch, 'end')
+    t.is(got.length, count)
+    for (let i = 0; i < got.length; i++) {
+      const { data, fds } = got[i]!
+      const size = SIZES[i % SIZES.length]!
+      t.true(data.equals(pattern(i, size)), `frame ${i} (${size} bytes) arrived intact`)
+      if (size >= 4096) {
+        // A buffer of its own, exactly its size.
+        t.is(data.byteOffset, 0, `frame ${i}: starts its buffer`)
+        t.is(data.buffer.byteLength, size, `frame ${i}: its buffer is exactly its size`)
+      } else {
+        t.true(data.buffer.byteLength <= 8192, `frame ${i}: in a slab of at most 8 KiB (${data.buffer.byteLength})`)
+      }
+      if (i % 7 === 3) {
+        t.is(fds.length, 1)
+        t.is(fs.readFileSync(`/proc/self/fd/${fds[0]}`, 'utf8'), `frame ${i}`)
+        fs.closeSync(fds[0]!)
+      } else {
+        t.deepEqual(fds, [])
+      }
+    }
+    ch.close()
+    await closing(ch)
+    t.is(await peer.exited, 0)
+  })
+}
+
+leakFree('a pair: 10,000 messages of 64 B with every 100th kept hold at most 100 slabs of 8 KiB after garbage collection', async (t) => {
+  const r = run(process.execPath, ['--expose-gc', fixture('data-path-retain.js')], { stdio: ['ignore', 'pipe', 'inherit'] })
+  t.is(await r.exited, 0)
+  const result = JSON.parse(r.stdout().trim()) as { kept: number; retained: number; intact: boolean; largestBacking: number }
+  t.is(result.kept, 100)
+  t.true(result.intact, 'the kept messages still hold their bytes')
+  t.true(result.largestBacking <= 8192, `a kept 64-byte message pins at most 8 KiB (pinned ${result.largestBacking})`)
+  t.true(result.retained <= 100 * 8192, `100 kept messages retain at most 800 KiB (retained ${result.retained})`)
+})
+
+leakFree('a lone small message arrives in a buffer of exactly its size (request/response keeps nothing else alive)', async (t) => {
+  const [a, b] = Channel.pair()
+  for (const size of [1, 64, 4000]) {
+    const got = once(b, 'message') as Promise<[Message]>
+    a.send(Buffer.alloc(size, 7))
+    const [m] = await got
+    t.is(m.data.length, size)
+    t.is(m.data.buffer.byteLength, size)
+  }
+  a.close()
+  b.close()
+  await Promise.all([closing(a), closing(b)])
+})
