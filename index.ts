@@ -623,7 +623,8 @@ export class Channel extends EventEmitter implements AsyncIterable<Message> {
       if (this.#callbacks.length === 1) nat.notifyWritten(true)
       if (queued === 0) process.nextTick(() => this.#onWritten(this.#native?.oldestUnwritten ?? id + 1))
     }
-    if (queued > 0) this.#scheduleFlush()
+    // Negative: the queue went out during this send; the flush reports what it wrote.
+    if (queued !== 0) this.#scheduleFlush()
     const overWater = queued >= this.#settings.highWaterMark || (fds.length > 0 && nat.queuedFds >= FDS_HIGH_WATER)
     if (overWater && queued > 0) {
       this.#needDrain = true

@@ -84,3 +84,38 @@ leakFree('a lone small message arrives in a buffer of exactly its size (request/
   b.close()
   await Promise.all([closing(a), closing(b)])
 })
+
+leakFree("a large send writes what is queued first, then itself from the caller's memory: earlier callbacks run, 'drain' comes, order holds", async (t) => {
+  const [a, b] = Channel.pair({ highWaterMark: 4096 })
+  const got: Buffer[] = []
+  b.on('message', (m) => got.push(m.data))
+  let calledBack = 0
+  let onCalledBack = (): void => {}
+  const calledBackOnce = new Promise<void>((resolve) => (onCalledBack = resolve))
+  let full = false
+  let small = 0
+  // One turn: small messages fill the queue past the high-water mark...
+  while (!full && small < 100) {
+    full = !a.send(Buffer.alloc(100, small), small === 0 ? () => (calledBack++, onCalledBack()) : undefined)
+    small++
+  }
+  t.true(full, 'send() asked to wait for drain')
+  t.true(a.bufferedBytes > 0)
+  // ...then a large one, in the same turn, finds room for all of it.
+  const big = Buffer.alloc(256 * 1024, 0xab)
+  a.send(big)
+  t.is(a.bufferedBytes, 0, 'the queue and the large message went out during send()')
+  big.fill(0) // the caller may reuse its memory at once
+  await once(a, 'drain')
+  await calledBackOnce
+  t.is(calledBack, 1, 'the first small message was written and its callback called once')
+  for (let i = 0; i < 1000 && got.length < small + 1; i++) await new Promise((r) => setImmediate(r))
+  t.is(got.length, small + 1)
+  const last = got[got.length - 1]!
+  t.is(last.length, 256 * 1024)
+  t.true(last.every((x) => x === 0xab))
+  for (let i = 0; i < got.length - 1; i++) t.true(got[i]!.equals(Buffer.alloc(100, i)), `small message ${i}`)
+  a.close()
+  b.close()
+  await Promise.all([closing(a), closing(b)])
+})

@@ -197,8 +197,14 @@ impl<B: AsMut<[u8]>> ChannelCore<B> {
             });
         }
         let header = FrameHeader::for_message(payload.len(), fds.len(), self.max_message_bytes)?;
-        let direct = self.writer.is_empty()
-            && (self.kind.is_record() || payload.len() >= DIRECT_WRITE_BYTES);
+        let large = !self.kind.is_record() && payload.len() >= DIRECT_WRITE_BYTES;
+        if large && !self.writer.is_empty() {
+            // Copy only what the kernel does not take: write what is queued first, then
+            // this payload straight from the caller's memory if there is room. (An error
+            // here is the connection's, and the flush that follows reports it.)
+            let _ = self.writer.flush(self.fd.as_fd());
+        }
+        let direct = self.writer.is_empty() && (self.kind.is_record() || large);
         if direct {
             let head = header.encode();
             let total = HEADER_LEN + payload.len();

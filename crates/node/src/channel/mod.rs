@@ -125,8 +125,9 @@ impl NativeChannel {
         Ok(NativeChannel { shared })
     }
 
-    /// Sends (or queues) one message; returns the bytes now queued. The message's
-    /// sequence number is the count of sends accepted before it.
+    /// Sends (or queues) one message; returns the bytes now queued, or -1 when what was
+    /// queued before went out during this call (JS then flushes, to report what a flush
+    /// reports). The message's sequence number is the count of sends accepted before it.
     #[napi]
     pub fn send(&self, env: Env, data: BufferSlice, fds: Vec<i32>) -> napi::Result<f64> {
         let borrowed = fds
@@ -144,18 +145,27 @@ impl NativeChannel {
                 });
             }
             let core = s.core()?;
-            // A send that may go out at once (a large payload, or a record carrying
-            // descriptors, with nothing queued) first checks that the number is still
-            // our socket; queued sends are checked once per turn, by flush().
-            let direct = !core.wants_write()
-                && (data.len() >= DIRECT_WRITE_BYTES
-                    || (core.kind() != SocketKind::Stream && !borrowed.is_empty()));
+            // A send that may write at once (a large payload — after what is queued —
+            // or a record carrying descriptors with nothing queued) first checks that
+            // the number is still our socket; queued sends are checked once per turn,
+            // by flush().
+            let had_queue = core.wants_write();
+            let large = core.kind() == SocketKind::Stream && data.len() >= DIRECT_WRITE_BYTES;
+            let direct =
+                large || (!had_queue && core.kind() != SocketKind::Stream && !borrowed.is_empty());
             if direct {
                 s.check_descriptor()?;
             }
             let core = s.core()?;
             core.send(&data, &borrowed)?;
-            Ok(core.queued_bytes() as f64)
+            let queued = core.queued_bytes();
+            // The queue went out inside this send: JS must look (callbacks, 'drain',
+            // refused messages), as after a flush.
+            Ok(if had_queue && queued == 0 {
+                -1.0
+            } else {
+                queued as f64
+            })
         })
     }
 
