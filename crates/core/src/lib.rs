@@ -19,7 +19,6 @@
     deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)
 )]
 
-pub mod alloc;
 pub mod blocking;
 pub mod channel;
 pub mod error;

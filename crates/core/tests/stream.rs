@@ -12,10 +12,6 @@ use socketpair_core::msg::{recv_with_fds, MAX_FDS_PER_MESSAGE};
 use socketpair_core::socket::{self, PairOptions, SocketKind};
 use socketpair_core::testutil::{fd_inode, open_fd_count, read_all_at_start, temp_file_with};
 
-// The allocator the Node addon runs with, so these tests exercise it too.
-#[global_allocator]
-static ALLOC: socketpair_core::alloc::PageAlloc = socketpair_core::alloc::PageAlloc;
-
 fn stream_pair() -> (OwnedFd, OwnedFd) {
     socket::socketpair(SocketKind::Stream, PairOptions::default()).unwrap()
 }

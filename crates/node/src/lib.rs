@@ -6,12 +6,6 @@
 //! nothing here can panic: `unwrap`/`expect`/`panic!` are denied for the whole crate.
 #![deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-/// Large buffers are memory mappings of their own, so a closed channel's memory goes back
-/// to the OS and glibc's mmap threshold never moves (see `socketpair_core::alloc`).
-#[cfg(unix)]
-#[global_allocator]
-static ALLOC: socketpair_core::alloc::PageAlloc = socketpair_core::alloc::PageAlloc;
-
 #[cfg(unix)]
 mod channel;
 #[cfg(unix)]
