@@ -119,3 +119,23 @@ leakFree("a large send writes what is queued first, then itself from the caller'
   b.close()
   await Promise.all([closing(a), closing(b)])
 })
+
+leakFree('a header announcing 60 MiB followed by 1 byte commits almost none of it: the Buffer is allocated, its pages are not touched', async (t) => {
+  const [mine, theirs] = socketpair()
+  const ch = Channel.fromFd(mine, { maxMessageBytes: 64 * 1024 * 1024 })
+  ch.on('message', () => t.fail('no message can be complete'))
+  const before = process.memoryUsage().rss
+  const header = Buffer.alloc(9)
+  header.writeUInt32LE(60 * 1024 * 1024, 0)
+  header[6] = 1
+  header[8] = 0x55 // the payload's first byte
+  fs.writeSync(theirs, header)
+  for (let i = 0; i < 20; i++) await new Promise((r) => setImmediate(r))
+  const grown = process.memoryUsage().rss - before
+  t.true(grown < 16 * 1024 * 1024, `RSS grew by ${(grown / 1048576).toFixed(1)} MiB`)
+  const errored = once(ch, 'error') as Promise<[Error & { code: string }]>
+  fs.closeSync(theirs)
+  const [err] = await errored
+  t.is(err.code, 'ERR_PROTOCOL', 'the peer closed in the middle of a frame')
+  await closing(ch)
+})
