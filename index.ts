@@ -910,7 +910,8 @@ export class Channel extends EventEmitter implements AsyncIterable<Message> {
         }
         const nfds = word & ~STARTS_BUFFER
         if (nfds > 0) {
-          fds = Array.from(words.subarray(b.fdAt, b.fdAt + nfds))
+          fds = new Array<number>(nfds)
+          for (let k = 0; k < nfds; k++) fds[k] = words[b.fdAt + k]!
           b.fdAt += nfds
         }
         const buffer = b.data[b.buffer]!
@@ -1179,11 +1180,12 @@ function resolvePassables(fds: unknown): number[] {
   const length = fds.length
   const out: number[] = new Array<number>(length)
   for (let i = 0; i < length; i++) {
-    const name = `options.fds[${i}]`
     if (!(i in fds)) {
-      throw codedError(TypeError, 'ERR_INVALID_ARG_TYPE', `${name} is missing (a hole in the array)`)
+      throw codedError(TypeError, 'ERR_INVALID_ARG_TYPE', `options.fds[${i}] is missing (a hole in the array)`)
     }
-    out[i] = resolvePassable(fds[i] as unknown, name)
+    const item = fds[i] as unknown
+    // The common case, a valid descriptor number, without building the element's name.
+    out[i] = typeof item === 'number' && Number.isInteger(item) && item >= 0 && item <= 0x7fffffff ? item : resolvePassable(item, `options.fds[${i}]`)
   }
   return out
 }

@@ -182,13 +182,32 @@ impl<B: AsMut<[u8]>> ChannelCore<B> {
     /// later refused by it, and [`oldest_unwritten`](Self::oldest_unwritten) tells which
     /// have been written.
     pub fn send(&mut self, payload: &[u8], fds: &[BorrowedFd<'_>]) -> Result<u64> {
+        self.send_with(payload, fds, false)
+    }
+
+    /// [`send`](Self::send), and with `eager` a message of any size is written at once
+    /// when nothing is queued (a reply: one `sendmsg` now rather than a queue and a flush
+    /// later; its descriptors are borrowed, not duplicated). The caller decides when that
+    /// pays: the first message of a burst, not every one of it.
+    pub fn send_with(
+        &mut self,
+        payload: &[u8],
+        fds: &[BorrowedFd<'_>],
+        eager: bool,
+    ) -> Result<u64> {
         let id = self.next_id;
-        self.send_inner(payload, fds, id)?;
+        self.send_inner(payload, fds, id, eager)?;
         self.next_id += 1;
         Ok(id)
     }
 
-    fn send_inner(&mut self, payload: &[u8], fds: &[BorrowedFd<'_>], id: u64) -> Result<()> {
+    fn send_inner(
+        &mut self,
+        payload: &[u8],
+        fds: &[BorrowedFd<'_>],
+        id: u64,
+        eager: bool,
+    ) -> Result<()> {
         if self.end_requested {
             return Err(Error::State {
                 code: "ERR_STREAM_WRITE_AFTER_END",
@@ -204,7 +223,7 @@ impl<B: AsMut<[u8]>> ChannelCore<B> {
             // here is the connection's, and the flush that follows reports it.)
             let _ = self.writer.flush(self.fd.as_fd());
         }
-        let direct = self.writer.is_empty() && (self.kind.is_record() || large);
+        let direct = self.writer.is_empty() && (self.kind.is_record() || large || eager);
         if direct {
             let head = header.encode();
             let total = HEADER_LEN + payload.len();

@@ -102,6 +102,7 @@ fn dispatch(shared: &SharedRef, env: sys::napi_env, status: c_int, mut events: c
         let Ok(mut s) = shared.try_borrow_mut() else {
             return;
         };
+        s.wrote_this_turn = false;
         if status < 0 {
             // libuv reports POLLERR (a pending socket error, such as a peer that closed
             // with data unread) as a status and stops watching. Data may still be

@@ -145,19 +145,26 @@ impl NativeChannel {
                 });
             }
             let core = s.core()?;
-            // A send that may write at once (a large payload — after what is queued —
-            // or a record carrying descriptors with nothing queued) first checks that
-            // the number is still our socket; queued sends are checked once per turn,
-            // by flush().
+            // A send that may write at once (the first of a turn, a large payload — after
+            // what is queued — or a record carrying descriptors with nothing queued)
+            // first checks that the number is still our socket; queued sends are checked
+            // once per turn, by flush().
             let had_queue = core.wants_write();
-            let large = core.kind() == SocketKind::Stream && data.len() >= DIRECT_WRITE_BYTES;
-            let direct =
-                large || (!had_queue && core.kind() != SocketKind::Stream && !borrowed.is_empty());
+            let stream = core.kind() == SocketKind::Stream;
+            let large = stream && data.len() >= DIRECT_WRITE_BYTES;
+            // The first message of a turn with nothing queued is written at once (the
+            // request/response case: no queue, no flush); the rest of a burst queues and
+            // goes out in one flush.
+            let eager = stream && !had_queue && !s.wrote_this_turn;
+            let direct = large || eager || (!had_queue && !stream && !borrowed.is_empty());
             if direct {
                 s.check_descriptor()?;
             }
+            if eager {
+                s.wrote_this_turn = true;
+            }
             let core = s.core()?;
-            core.send(&data, &borrowed)?;
+            core.send_with(&data, &borrowed, eager)?;
             let queued = core.queued_bytes();
             // The queue went out inside this send: JS must look (callbacks, 'drain',
             // refused messages), as after a flush.
@@ -175,6 +182,18 @@ impl NativeChannel {
     #[napi]
     pub fn flush(&self, env: Env) -> napi::Result<f64> {
         self.with_state(&env, |s| {
+            s.wrote_this_turn = false;
+            if !s
+                .core
+                .as_ref()
+                .is_some_and(|c| c.wants_write() || c.end_requested())
+            {
+                // Nothing to write: no system call.
+                return Ok(match s.core.as_ref() {
+                    Some(c) if c.refused_count() > 0 => -1.0,
+                    _ => 0.0,
+                });
+            }
             // Once per turn: never write into a socket that merely reused our number.
             s.check_descriptor()?;
             let (_, finished) = s.flush_with(Core::flush)?;

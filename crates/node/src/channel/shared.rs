@@ -129,6 +129,9 @@ pub(crate) struct Shared {
     pub phase: Phase,
     pub read_ended: bool,
     pub ended_by_peer: bool,
+    /// A message was written at once during this turn of the loop: the next sends queue
+    /// (one flush for the rest of a burst). Cleared by a flush and by each poll callback.
+    pub wrote_this_turn: bool,
     /// JS waits for send callbacks: report progress of the queue.
     pub notify_written: bool,
     /// A batch JS has not finished delivering: nothing more is read until it has.
@@ -175,6 +178,7 @@ impl Shared {
             phase: Phase::Open,
             read_ended: false,
             ended_by_peer: false,
+            wrote_this_turn: false,
             notify_written: false,
             inflight: None,
             batch_open: false,
