@@ -217,4 +217,17 @@ function identity(fd) {
   return `${s.dev}:${s.ino}`
 }
 
-module.exports = { messages, fill, check, offset, pattern, Framer, lengthPrefix, identity }
+/**
+ * A check that a descriptor is the file `expected` (`dev:ino`) names, comparing numbers
+ * as a C program would (no string per descriptor).
+ */
+function sameFile(expected) {
+  const [dev, ino] = expected.split(':').map(Number)
+  const fs = require('node:fs')
+  return (fd) => {
+    const s = fs.fstatSync(fd)
+    return s.ino === ino && s.dev === dev
+  }
+}
+
+module.exports = { messages, fill, check, offset, pattern, Framer, lengthPrefix, identity, sameFile }

@@ -8,7 +8,7 @@
 'use strict'
 const fs = require('node:fs')
 const net = require('node:net')
-const { messages, Framer, lengthPrefix, identity } = require('./common')
+const { messages, Framer, lengthPrefix, sameFile } = require('./common')
 
 const [impl, mode, sizeArg, countArg, nfdsArg, expected] = process.argv.slice(2)
 const size = Number(sizeArg)
@@ -18,6 +18,7 @@ const msg = messages(size)
 const KEEP_EVERY = 100
 let seq = 0
 let ok = true
+const isExpected = sameFile(expected || '0:0')
 const kept = [] // keep mode: [seq, data]
 let baseline = null // keep mode: memoryUsage() before anything was received
 let close = () => {}
@@ -27,7 +28,7 @@ function receive(data, fds) {
   ok = ok && msg.check(data, seq)
   if (nfds) {
     ok = ok && fds.length === nfds
-    for (const fd of fds) ok = ok && identity(fd) === expected
+    for (const fd of fds) ok = ok && isExpected(fd)
   }
   if (mode === 'keep' && seq % KEEP_EVERY === 0) kept.push([seq, data])
   seq++
@@ -143,7 +144,7 @@ if (impl === 'channel' || impl === 'channel-seqpacket') {
       receive(Buffer.from(m.d.buffer, m.d.byteOffset, m.d.byteLength), [])
     }
     if (handle) {
-      ok = ok && identity(handle._handle.fd) === expected
+      ok = ok && isExpected(handle._handle.fd)
       handle.close()
     } else if (nfds) {
       ok = false
