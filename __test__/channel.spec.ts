@@ -1,7 +1,7 @@
 /**
  * Channel in one process and across processes: framing, descriptors, backpressure,
  * half-close, errors, the async iterator, and what can be passed. Every test checks
- * that the open-descriptor count is back where it started (pitfall 18).
+ * that the open-descriptor count is back where it started (`leakChecked` in helpers.ts).
  */
 import test from 'ava'
 import { once } from 'node:events'
@@ -101,7 +101,7 @@ leakFree('sizes 0 B, 1 B, 64 KiB and 16 MiB with 0, 1 and the maximum number of 
   closeAll([file.fd])
 })
 
-leakFree('pitfall 5: random sizes and random descriptor counts, every descriptor with its own message', async (t) => {
+leakFree('random sizes and random descriptor counts, every descriptor with its own message', async (t) => {
   const [a, b] = Channel.pair()
   let seed = 12345
   const random = (n: number): number => {
@@ -133,7 +133,7 @@ leakFree('pitfall 5: random sizes and random descriptor counts, every descriptor
   closeAll(files.map((f) => f.fd))
 })
 
-leakFree('pitfall 6 and 7: backpressure — send() returns false, drain follows, everything arrives once', async (t) => {
+leakFree('backpressure — send() returns false, drain follows, everything arrives once', async (t) => {
   const [a, b] = Channel.pair({ highWaterMark: 256 * 1024 })
   const file = tempFile('backpressure')
   // Nobody reads b yet, so the socket fills and the queue grows.
@@ -175,7 +175,7 @@ leakFree('the sender may close its descriptors right after send()', async (t) =>
   await closeBoth(a, b)
 })
 
-leakFree('pitfall 12: N messages, then end, then close', async (t) => {
+leakFree('N messages, then end, then close', async (t) => {
   const [a, b] = Channel.pair()
   const events = eventsUntilClose(b)
   for (let i = 0; i < 5; i++) a.send(`m${i}`)
@@ -183,7 +183,7 @@ leakFree('pitfall 12: N messages, then end, then close', async (t) => {
   t.deepEqual(await events, ['message:m0', 'message:m1', 'message:m2', 'message:m3', 'message:m4', 'end', 'close'])
 })
 
-leakFree('pitfall 13: half-close — the peer sees end and can still reply', async (t) => {
+leakFree('half-close — the peer sees end and can still reply', async (t) => {
   const [a, b] = Channel.pair()
   b.on('message', (m) => t.is(m.data.toString(), 'question'))
   b.on('end', () => b.send('answer, sent after the end'))
@@ -210,7 +210,7 @@ leakFree('allowHalfOpen keeps our side open after the peer ends', async (t) => {
   await Promise.all([closing(a), closing(b)])
 })
 
-leakFree('pitfall 9: sending to a closed peer is an EPIPE error event, then close — no SIGPIPE', async (t) => {
+leakFree('sending to a closed peer is an EPIPE error event, then close — no SIGPIPE', async (t) => {
   const [a, b] = Channel.pair()
   b.close()
   const events: string[] = []
@@ -222,7 +222,7 @@ leakFree('pitfall 9: sending to a closed peer is an EPIPE error event, then clos
   t.throws(() => a.send('again'), { code: 'ERR_CHANNEL_CLOSED' })
 })
 
-leakFree('pitfall 14: close() inside a message handler with more messages pending', async (t) => {
+leakFree('close() inside a message handler with more messages pending', async (t) => {
   const [a, b] = Channel.pair()
   const file = tempFile('x')
   for (let i = 0; i < 100; i++) a.send(`m${i}`, { fds: [file.fd, file.fd] })
@@ -241,7 +241,7 @@ leakFree('pitfall 14: close() inside a message handler with more messages pendin
 })
 
 for (const type of RECORD_TYPES) {
-  leakFree(`pitfall 10: ${type} — a record too large for the socket throws ERR_MESSAGE_TOO_LARGE and the channel lives`, async (t) => {
+  leakFree(`${type} — a record too large for the socket throws ERR_MESSAGE_TOO_LARGE and the channel lives`, async (t) => {
     const [a, b] = Channel.pair({ type })
     t.throws(() => a.send(Buffer.alloc(8 << 20)), { code: 'ERR_MESSAGE_TOO_LARGE' })
     const got = collect(b, 1)
@@ -269,7 +269,7 @@ leakFree('limits: maxMessageBytes and the descriptor cap are checked before anyt
   closeAll([file.fd])
 })
 
-leakFree('pitfall 17: hostile frames — bad version, huge length, fd mismatch — error, close, fds closed', async (t) => {
+leakFree('hostile frames — bad version, huge length, fd mismatch — error, close, fds closed', async (t) => {
   const cases: { name: string; bytes: Buffer; fds: number; code: string }[] = [
     { name: 'bad version', bytes: Buffer.from([1, 0, 0, 0, 0, 0, 9, 0, 65]), fds: 0, code: 'ERR_PROTOCOL' },
     { name: 'reserved flags', bytes: Buffer.from([1, 0, 0, 0, 0, 0, 1, 1, 65]), fds: 0, code: 'ERR_PROTOCOL' },
@@ -491,7 +491,7 @@ leakFree('a python3 peer speaks PROTOCOL.md with a stream channel', async (t) =>
   closeAll(files.map((f) => f.fd))
 })
 
-leakFree('pitfall 17: a peer killed with SIGKILL in the middle of a frame — ERR_PROTOCOL, then close', async (t) => {
+leakFree('a peer killed with SIGKILL in the middle of a frame — ERR_PROTOCOL, then close', async (t) => {
   // The peer writes a header promising 1000 bytes and 10 of them (with a descriptor),
   // says so on stdout, and waits to be killed.
   const script = [

@@ -25,7 +25,7 @@ leakFree('a child reads a file through a descriptor passed over its pair, and pa
   const report = JSON.parse(reply!.data.toString())
   t.is(report.text, 'please read this')
   t.deepEqual(report.contents, ['the secret is 42'])
-  t.false(report.parentEndInherited, "pitfall 8: the parent's end is close-on-exec, the child never saw it")
+  t.false(report.parentEndInherited, "the parent's end is close-on-exec, the child never saw it")
   t.is(report.pid, proc.child.pid)
 
   t.is(reply!.fds.length, 1)

@@ -100,7 +100,7 @@ export function fixture(name: string): string {
 }
 
 /**
- * Pitfall 18, around every test: `leakChecked(title, impl)` registers a serial test that
+ * Around every test: `leakChecked(title, impl)` registers a serial test that
  * fails unless the count of open descriptors after `impl` equals the count before.
  * (The check lives inside the test, not in an afterEach hook, so that a leak counts as
  * that test's failure.) A warm-up first spawns a child once, so that descriptors Node

@@ -1,9 +1,9 @@
 /**
- * Pitfall 17 and issue #6: a peer that breaks PROTOCOL.md on purpose (a python3 process,
+ * A peer that breaks PROTOCOL.md on purpose (a python3 process,
  * __test__/fixtures/hostile_peer.py). Whatever it does, this side gets the messages that
  * were well-formed (each with its own files), then one 'error' with a stable code, then
  * 'close'; every descriptor it queued is closed; the process and a bystander channel
- * carry on. Every test also checks the open-descriptor count (pitfall 18).
+ * carry on. Every test also checks the open-descriptor count (`leakChecked` in helpers.ts).
  */
 import test from 'ava'
 import { once } from 'node:events'

@@ -12,7 +12,7 @@ import { closeAll, closing, fixture, identity, leakChecked, run, tempFile } from
 
 const leakFree = leakChecked(test)
 
-leakFree('pitfall 15: several worker threads load, use and close channels; the main thread keeps working', async (t) => {
+leakFree('several worker threads load, use and close channels; the main thread keeps working', async (t) => {
   const [mainA, mainB] = Channel.pair()
   const mainReceived: string[] = []
   mainB.on('message', (m) => mainReceived.push(m.data.toString()))
@@ -33,7 +33,7 @@ leakFree('pitfall 15: several worker threads load, use and close channels; the m
   await closing(mainB)
 })
 
-leakFree('pitfall 15: terminating a worker with open channels closes them (no leak, no crash)', async (t) => {
+leakFree('terminating a worker with open channels closes them (no leak, no crash)', async (t) => {
   const worker = new Worker(fixture('worker.js'), { workerData: { count: 100, leaveOpen: true } })
   const [reply] = await once(worker, 'message')
   t.deepEqual(reply, { received: 100, open: true })
@@ -60,25 +60,25 @@ async function exitsWithin(mode: string, ms: number): Promise<{ exited: boolean;
   return { exited: true, out: proc.stdout() }
 }
 
-leakFree('pitfall 16: the process exits by itself once every channel is closed', async (t) => {
+leakFree('the process exits by itself once every channel is closed', async (t) => {
   const r = await exitsWithin('closed', 10_000)
   t.true(r.exited)
   t.is(r.out, 'got hello\n')
 })
 
-leakFree("pitfall 16: the process exits by itself when every channel is unref'd", async (t) => {
+leakFree("the process exits by itself when every channel is unref'd", async (t) => {
   const r = await exitsWithin('unref', 10_000)
   t.true(r.exited)
   t.is(r.out, 'got hello\n')
 })
 
-leakFree("pitfall 16 (control): an open, ref'd, reading channel keeps the process alive", async (t) => {
+leakFree("control: an open, ref'd, reading channel keeps the process alive", async (t) => {
   const r = await exitsWithin('open', 1500)
   t.false(r.exited)
   t.is(r.out, 'got hello\n')
 })
 
-leakFree('pitfall 11: a receiver at its descriptor limit gets ERR_FDS_TRUNCATED, closes cleanly, leaks nothing', async (t) => {
+leakFree('a receiver at its descriptor limit gets ERR_FDS_TRUNCATED, closes cleanly, leaks nothing', async (t) => {
   if (process.platform !== 'linux') {
     t.pass('uses /proc/self/fd in the child; Linux only')
     return

@@ -37,7 +37,7 @@ for (const type of TYPES) {
   })
 }
 
-leakFree('pitfall 8: both ends are close-on-exec by default, and received descriptors too', (t) => {
+leakFree('both ends are close-on-exec by default, and received descriptors too', (t) => {
   const [a, b] = socketpair()
   const [c, d] = socketpair('stream', { cloexec: false })
   if (process.platform !== 'linux') {
@@ -80,7 +80,7 @@ leakFree('a Uint8Array view sends exactly its bytes, and utf-8 strings are encod
   closeAll([a, b])
 })
 
-leakFree('pitfall 2: 1, 64 and the cap of descriptors arrive in order; cap + 1 is ERR_TOO_MANY_FDS', (t) => {
+leakFree('1, 64 and the cap of descriptors arrive in order; cap + 1 is ERR_TOO_MANY_FDS', (t) => {
   t.is(MAX_FDS_PER_MESSAGE, 253)
   const [a, b] = socketpair('stream', { nonblock: true })
   for (const count of [1, 64, MAX_FDS_PER_MESSAGE]) {
@@ -110,7 +110,7 @@ leakFree('pitfall 2: 1, 64 and the cap of descriptors arrive in order; cap + 1 i
   closeAll([a, b, ...files.map((f) => f.fd)])
 })
 
-leakFree('pitfall 1: more descriptors than maxFds is ERR_FDS_TRUNCATED and closes the ones that arrived', (t) => {
+leakFree('more descriptors than maxFds is ERR_FDS_TRUNCATED and closes the ones that arrived', (t) => {
   const [a, b] = socketpair()
   const files = Array.from({ length: 20 }, () => tempFile(''))
   sendmsg(
@@ -125,7 +125,7 @@ leakFree('pitfall 1: more descriptors than maxFds is ERR_FDS_TRUNCATED and close
   closeAll([a, b, ...files.map((f) => f.fd)])
 })
 
-leakFree('pitfall 4: descriptors never ride an empty send', (t) => {
+leakFree('descriptors never ride an empty send', (t) => {
   const [a, b] = socketpair()
   const file = tempFile('')
   const err = t.throws(() => sendmsg(a, '', [file.fd])) as NodeJS.ErrnoException
@@ -134,7 +134,7 @@ leakFree('pitfall 4: descriptors never ride an empty send', (t) => {
   closeAll([a, b, file.fd])
 })
 
-leakFree('pitfall 9: writing to a closed peer is EPIPE, and the process lives', (t) => {
+leakFree('writing to a closed peer is EPIPE, and the process lives', (t) => {
   const [a, b] = socketpair()
   fs.closeSync(b)
   const err = t.throws(() => sendmsg(a, 'anyone there?')) as NodeJS.ErrnoException
@@ -143,7 +143,7 @@ leakFree('pitfall 9: writing to a closed peer is EPIPE, and the process lives', 
   closeAll([a])
 })
 
-leakFree('pitfall 10: a record too large for the socket is ERR_MESSAGE_TOO_LARGE', (t) => {
+leakFree('a record too large for the socket is ERR_MESSAGE_TOO_LARGE', (t) => {
   const [a, b] = socketpair('dgram')
   const err = t.throws(() => sendmsg(a, Buffer.alloc(8 << 20))) as NodeJS.ErrnoException
   t.is(err.code, 'ERR_MESSAGE_TOO_LARGE')

@@ -562,7 +562,7 @@ mod tests {
     }
 
     #[test]
-    fn pitfall_12_n_messages_then_eof() {
+    fn n_messages_then_eof() {
         for kind in kinds().into_iter().filter(|k| *k != SocketKind::Dgram) {
             let (mut a, mut b) = pair(kind);
             for i in 0..50 {
@@ -578,7 +578,7 @@ mod tests {
     }
 
     #[test]
-    fn pitfall_13_half_close_then_reply() {
+    fn half_close_then_reply() {
         for kind in kinds().into_iter().filter(|k| *k != SocketKind::Dgram) {
             let (mut a, mut b) = pair(kind);
             a.send(b"question", &[]).unwrap();
@@ -693,7 +693,7 @@ mod tests {
     }
 
     #[test]
-    fn pitfall_10_record_too_large_is_typed() {
+    fn record_too_large_is_typed() {
         if !cfg!(target_os = "linux") {
             return;
         }

@@ -740,17 +740,17 @@ mod tests {
     }
 
     #[test]
-    fn pitfall_3_fewer_fds_than_declared() {
+    fn fewer_fds_than_declared() {
         expect_protocol_error(&frame(b"x", 3), 2, "only 2 arrived");
     }
 
     #[test]
-    fn pitfall_3_more_fds_than_declared_then_eof() {
+    fn more_fds_than_declared_then_eof() {
         expect_protocol_error(&frame(b"x", 1), 3, "no frame claimed");
     }
 
     #[test]
-    fn pitfall_3_more_fds_than_declared_then_more_fds() {
+    fn more_fds_than_declared_then_more_fds() {
         let base = open_fd_count();
         {
             let mut d = FrameDecoder::new(100);
@@ -780,7 +780,7 @@ mod tests {
     }
 
     #[test]
-    fn pitfall_3_an_extra_fd_is_not_taken_by_the_next_sends_frame() {
+    fn an_extra_fd_is_not_taken_by_the_next_sends_frame() {
         let base = open_fd_count();
         for split in [None, Some(1), Some(3), Some(8), Some(9)] {
             let mut d = FrameDecoder::new(100);

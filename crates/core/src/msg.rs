@@ -395,7 +395,7 @@ mod tests {
     }
 
     #[test]
-    fn pitfall_8_received_fds_are_cloexec() {
+    fn received_fds_are_cloexec() {
         let (a, b) = pair(SocketKind::Stream);
         let (x, _y) = socketpair(
             SocketKind::Stream,
@@ -414,7 +414,7 @@ mod tests {
     }
 
     #[test]
-    fn pitfall_2_fd_counts_1_64_and_the_cap() {
+    fn fd_counts_1_64_and_the_cap() {
         let base = open_fd_count();
         for count in [1usize, 64, MAX_FDS_PER_MESSAGE] {
             let (a, b) = pair(SocketKind::Stream);
@@ -434,7 +434,7 @@ mod tests {
     }
 
     #[test]
-    fn pitfall_2_cap_plus_one_is_a_typed_error_and_sends_nothing() {
+    fn cap_plus_one_is_a_typed_error_and_sends_nothing() {
         let base = open_fd_count();
         {
             let (a, b) = pair(SocketKind::Stream);
@@ -482,7 +482,7 @@ mod tests {
     }
 
     #[test]
-    fn pitfall_1_control_truncation_closes_what_arrived() {
+    fn control_truncation_closes_what_arrived() {
         let base = open_fd_count();
         {
             let (a, b) = pair(SocketKind::Stream);
@@ -503,7 +503,7 @@ mod tests {
     }
 
     #[test]
-    fn pitfall_4_fds_never_ride_an_empty_send() {
+    fn fds_never_ride_an_empty_send() {
         let (a, _b) = pair(SocketKind::Stream);
         let file = temp_file_with(b"");
         let err = send_with_fds(a.as_fd(), &[], &[file.as_fd()]).unwrap_err();
@@ -513,7 +513,7 @@ mod tests {
     }
 
     #[test]
-    fn pitfall_9_closed_peer_is_epipe_not_sigpipe() {
+    fn closed_peer_is_epipe_not_sigpipe() {
         // Restore the default SIGPIPE action so that a missing MSG_NOSIGNAL would kill us.
         // SAFETY: installing SIG_DFL has no handler to be unsafe; the test harness does
         // not rely on SIGPIPE being ignored.
@@ -532,7 +532,7 @@ mod tests {
     }
 
     #[test]
-    fn pitfall_10_record_too_large_is_typed() {
+    fn record_too_large_is_typed() {
         let (a, _b) = pair(SocketKind::Dgram);
         let big = vec![0u8; 4 << 20];
         let err = send_with_fds(a.as_fd(), &[IoSlice::new(&big)], &[]).unwrap_err();

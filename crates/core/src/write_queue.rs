@@ -530,7 +530,7 @@ mod tests {
     }
 
     #[test]
-    fn pitfall_7_full_socket_then_drain_delivers_everything_once() {
+    fn full_socket_then_drain_delivers_everything_once() {
         let base = open_fd_count();
         {
             let (a, b) = socketpair(SocketKind::Stream, PairOptions::default()).unwrap();

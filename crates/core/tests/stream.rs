@@ -103,10 +103,10 @@ fn assert_delivered(sent: &[Outgoing], got: &[Message]) {
 proptest! {
     #![proptest_config(ProptestConfig { cases: 48, ..ProptestConfig::default() })]
 
-    /// Pitfall 5: random frame sizes, random coalescing, random read sizes: every fd
+    /// random frame sizes, random coalescing, random read sizes: every fd
     /// arrives with its own message (compared by inode).
     #[test]
-    fn pitfall_5_random_sizes_splits_and_fds(
+    fn random_sizes_splits_and_fds(
         sizes in prop::collection::vec(
             (prop_oneof![4 => 0usize..64, 3 => 64usize..4096, 1 => 4096usize..200_000], 0usize..5),
             1..40,
@@ -131,10 +131,10 @@ proptest! {
     }
 }
 
-/// Pitfall 6: a frame far larger than the socket buffer, written non-blocking so that
+/// a frame far larger than the socket buffer, written non-blocking so that
 /// the kernel takes it in many partial writes: its descriptors arrive exactly once.
 #[test]
-fn pitfall_6_partial_write_of_a_large_frame_with_fds() {
+fn partial_write_of_a_large_frame_with_fds() {
     let base = open_fd_count();
     {
         let msgs = outgoing(&[(8 << 20, 3), (10, 1), (3 << 20, 2)]);
@@ -155,10 +155,10 @@ fn pitfall_6_partial_write_of_a_large_frame_with_fds() {
     assert_eq!(open_fd_count(), base);
 }
 
-/// Pitfall 7 at the socket level: EAGAIN on a full buffer with nothing sent, then
+/// At the socket level: EAGAIN on a full buffer with nothing sent, then
 /// drain, then retry with the descriptors: they arrive exactly once.
 #[test]
-fn pitfall_7_eagain_then_drain_delivers_fds_once() {
+fn eagain_then_drain_delivers_fds_once() {
     let base = open_fd_count();
     {
         let (a, b) = stream_pair();
@@ -215,10 +215,10 @@ fn pitfall_7_eagain_then_drain_delivers_fds_once() {
     assert_eq!(open_fd_count(), base);
 }
 
-/// Pitfall 2 through the frame layer: 0, 1, 64 and the cap in one frame; cap + 1 is a
+/// Through the frame layer: 0, 1, 64 and the cap in one frame; cap + 1 is a
 /// typed error before anything is sent.
 #[test]
-fn pitfall_2_frames_with_1_64_and_the_cap() {
+fn frames_with_1_64_and_the_cap() {
     let base = open_fd_count();
     {
         let msgs = outgoing(&[(3, 0), (3, 1), (3, 64), (3, MAX_FDS_PER_MESSAGE)]);
@@ -240,11 +240,11 @@ fn pitfall_2_frames_with_1_64_and_the_cap() {
     assert_eq!(open_fd_count(), base);
 }
 
-/// Pitfall 3 over a real socket: a peer that attaches more descriptors than its header
+/// Over a real socket: a peer that attaches more descriptors than its header
 /// declares. The frame itself is delivered; at end of stream the extra is reported as
 /// ERR_PROTOCOL and closed.
 #[test]
-fn pitfall_3_extra_fds_from_a_real_peer() {
+fn extra_fds_from_a_real_peer() {
     let base = open_fd_count();
     {
         let (a, b) = stream_pair();
@@ -284,12 +284,12 @@ fn eof_mid_frame_is_a_protocol_error_and_closes_fds() {
     assert_eq!(open_fd_count(), base);
 }
 
-/// Pitfall 3, the harder half: the extra descriptor of one send would be taken by the
+/// The harder half: the extra descriptor of one send would be taken by the
 /// frame of the next send, which declares one of its own. That frame is not delivered
 /// with the wrong file: ERR_PROTOCOL, and every descriptor is closed. Reads of every
 /// size, so the kernel's way of splitting does not matter.
 #[test]
-fn pitfall_3_an_extra_fd_is_never_handed_to_the_next_sends_frame() {
+fn an_extra_fd_is_never_handed_to_the_next_sends_frame() {
     let base = open_fd_count();
     for read_size in [1usize, 3, 8, 10, 11, 4096] {
         let (a, b) = stream_pair();
