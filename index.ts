@@ -422,8 +422,7 @@ export interface Channel {
  * read meanwhile (at most one read's worth, about 1 MiB, is held).
  */
 export class Channel extends EventEmitter implements AsyncIterable<Message> {
-  /** The socket's descriptor (owned by the channel; -1 once closed). */
-  readonly fd: number
+  #fd: number
   #native: NativeChannel | null
   #type: SocketType
   #settings: ChannelSettings
@@ -459,7 +458,7 @@ export class Channel extends EventEmitter implements AsyncIterable<Message> {
       refused: (list: Array<number | Error>) => this.#onRefused(list),
       written: (oldest: number) => this.#onWritten(oldest),
     })
-    this.fd = fd
+    this.#fd = fd
     this.#type = this.#native.kind as SocketType
     super.on('newListener', (event: string | symbol) => {
       // Called before the listener is added: deliver or read on the next tick.
@@ -545,6 +544,11 @@ export class Channel extends EventEmitter implements AsyncIterable<Message> {
   }
 
   /** `'stream'`, `'seqpacket'` or `'dgram'`. */
+  /** The socket's descriptor (owned by the channel; -1 once closed). */
+  get fd(): number {
+    return this.#fd
+  }
+
   get type(): SocketType {
     return this.#type
   }
@@ -676,7 +680,7 @@ export class Channel extends EventEmitter implements AsyncIterable<Message> {
     // Closing writes what the socket takes and finishes a message already begun: the
     // callbacks of those succeed, the others fail.
     const written = nat.close()
-    ;(this as { fd: number }).fd = -1
+    this.#fd = -1
     this.#failCallbacks(written < 0 ? 0 : written)
     return true
   }

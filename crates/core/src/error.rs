@@ -34,6 +34,9 @@ pub enum Error {
     State { code: &'static str, message: String },
     /// The operation does not exist on this operating system.
     Unsupported(String),
+    /// A call into the JavaScript runtime failed (for the Node layer: a Node-API call,
+    /// as when the environment is shutting down).
+    Runtime(String),
 }
 
 /// The core's result type.
@@ -60,6 +63,7 @@ impl Error {
             Error::Protocol(_) => "ERR_PROTOCOL".into(),
             Error::InvalidArgument(_) => "ERR_INVALID_ARG_VALUE".into(),
             Error::Unsupported(_) => "ERR_UNSUPPORTED_PLATFORM".into(),
+            Error::Runtime(_) => "ERR_NODE_API".into(),
             Error::State { code, .. } => (*code).into(),
         }
     }
@@ -209,6 +213,7 @@ impl fmt::Display for Error {
             Error::Protocol(what) => write!(f, "protocol error from the peer: {what}"),
             Error::InvalidArgument(what) => write!(f, "{what}"),
             Error::Unsupported(what) => write!(f, "{what}"),
+            Error::Runtime(what) => write!(f, "{what}"),
             Error::State { message, .. } => write!(f, "{message}"),
         }
     }

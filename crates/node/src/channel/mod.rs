@@ -309,15 +309,6 @@ impl NativeChannel {
         .into()
     }
 
-    #[napi(getter)]
-    pub fn max_message_bytes(&self) -> f64 {
-        self.shared
-            .try_borrow()
-            .ok()
-            .and_then(|s| s.core.as_ref().map(|c| c.max_message_bytes() as f64))
-            .unwrap_or(0.0)
-    }
-
     /// Starts or stops reading (a listener, `pause()`/`resume()`, an iterator's
     /// backpressure).
     #[napi]
@@ -413,8 +404,8 @@ fn event_loop(env: sys::napi_env) -> Result<*mut uv::UvLoop, Error> {
     if unsafe { sys::napi_get_uv_event_loop(env, &mut uv_loop) } != sys::Status::napi_ok
         || uv_loop.is_null()
     {
-        return Err(Error::Unsupported(
-            "no libuv event loop in this environment".into(),
+        return Err(Error::Runtime(
+            "napi_get_uv_event_loop failed: no libuv event loop in this environment".into(),
         ));
     }
     Ok(uv_loop)

@@ -406,9 +406,7 @@ pub(crate) fn register_cleanup_hook(
     if status != sys::Status::napi_ok {
         // SAFETY: the hook was not registered: take its strong count back.
         drop(unsafe { Rc::from_raw(arg) });
-        return Err(Error::Unsupported(
-            "napi_add_async_cleanup_hook failed".into(),
-        ));
+        return Err(Error::Runtime("napi_add_async_cleanup_hook failed".into()));
     }
     Ok(CleanupHook { handle, arg })
 }
