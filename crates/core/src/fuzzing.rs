@@ -1,5 +1,7 @@
-//! The decoder's fuzzing harness (used by `examples/fuzz_decoder.rs` — `npm run fuzz` —
-//! and by the test that replays the kept corpus). Not part of the API.
+//! The decoder's fuzzing harness: the checker the cargo-fuzz target
+//! (`crates/core/fuzz/fuzz_targets/decoder.rs`, `npm run fuzz`) runs every input
+//! through, and that the tests replaying the kept corpus and the well-formed property
+//! test use. Compiled only with the `test-util` feature (and for this crate's tests).
 //!
 //! An input is a *script*: a byte string that says what a peer sent and how the receives
 //! split it, so that every input — generated or kept in the corpus — is a plain file:

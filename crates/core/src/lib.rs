@@ -23,12 +23,12 @@ pub mod blocking;
 pub mod channel;
 pub mod error;
 pub mod frame;
-#[doc(hidden)]
+#[cfg(any(test, feature = "test-util"))]
 pub mod fuzzing;
 pub mod msg;
 pub mod peercred;
 pub mod socket;
-#[doc(hidden)]
+#[cfg(any(test, feature = "test-util"))]
 pub mod testutil;
 pub mod write_queue;
 
