@@ -23,6 +23,15 @@ fi
 seconds=${FUZZ_SECONDS:-300}
 jobs=${FUZZ_JOBS:-1}
 mkdir -p target/fuzz-corpus
-exec cargo +nightly fuzz run --fuzz-dir crates/core/fuzz decoder \
-  target/fuzz-corpus crates/core/fuzz/corpus -- \
-  -max_total_time="$seconds" -jobs="$jobs" -workers="$jobs" -print_final_stats=1 -rss_limit_mb=4096
+parallel=()
+if [ "$jobs" -gt 1 ]; then
+  # libFuzzer's fork mode writes one fuzz-N.log per job into the current directory.
+  mkdir -p target/fuzz-logs
+  cd target/fuzz-logs
+  parallel=(-jobs="$jobs" -workers="$jobs")
+  set -- --fuzz-dir ../../crates/core/fuzz decoder ../fuzz-corpus ../../crates/core/fuzz/corpus
+else
+  set -- --fuzz-dir crates/core/fuzz decoder target/fuzz-corpus crates/core/fuzz/corpus
+fi
+exec cargo +nightly fuzz run "$@" -- \
+  -max_total_time="$seconds" -print_final_stats=1 -rss_limit_mb=4096 "${parallel[@]}"
