@@ -34,4 +34,4 @@ else
   set -- --fuzz-dir crates/core/fuzz decoder target/fuzz-corpus crates/core/fuzz/corpus
 fi
 exec cargo +nightly fuzz run "$@" -- \
-  -max_total_time="$seconds" -print_final_stats=1 -rss_limit_mb=4096 "${parallel[@]}"
+  -max_total_time="$seconds" -print_final_stats=1 -rss_limit_mb=4096 ${parallel[@]+"${parallel[@]}"}
