@@ -12,6 +12,9 @@
  *
  * `SOCKETPAIR_BINARY=/path/to/socketpair.node` loads that file instead (a build of your
  * own, or a copy an Electron app unpacked somewhere); the version check still applies.
+ *
+ * Finding the binary is the generated `binding.js`'s job; this wrapper only classifies
+ * what goes wrong. The platforms and the package names come from package.json (`napi`).
  */
 
 import type * as Binding from './binding'
@@ -21,14 +24,42 @@ export type NativeBinding = typeof Binding
 /** The environment variable naming a `.node` file to load instead of the packaged one. */
 export const BINARY_ENV = 'SOCKETPAIR_BINARY'
 
-/** Where prebuilt binaries exist: platform → CPU architectures. */
-export const SUPPORTED: Readonly<Record<string, readonly string[]>> = {
-  linux: ['x64', 'arm64'],
-  darwin: ['x64', 'arm64'],
-  freebsd: ['x64'],
+interface PackageJson {
+  version: string
+  napi: { binaryName: string; targets: string[] }
 }
 
-const SUPPORTED_TEXT = 'Linux x64 and arm64 (glibc and musl), macOS x64 and arm64, and FreeBSD x64'
+// package.json sits beside this file both in the repository and in the installed package.
+// eslint-disable-next-line @typescript-eslint/no-require-imports
+const PACKAGE = require('./package.json') as PackageJson
+
+/** A build target (a Rust triple of package.json's `napi.targets`) in Node's terms. */
+interface Target {
+  platform: string
+  arch: string
+  abi: string | null
+}
+
+const ARCHES: Record<string, string> = { x86_64: 'x64', aarch64: 'arm64', i686: 'ia32', armv7: 'arm' }
+const NAMES: Record<string, string> = { linux: 'Linux', darwin: 'macOS', freebsd: 'FreeBSD' }
+
+/** The targets prebuilt binaries exist for, from package.json (what the release builds). */
+export const TARGETS: readonly Target[] = PACKAGE.napi.targets.map((triple) => {
+  const [cpu = '', , os = '', abi] = triple.split('-')
+  const platform = os === 'apple' || triple.includes('-apple-') ? 'darwin' : os
+  return { platform, arch: ARCHES[cpu] ?? cpu, abi: platform === 'linux' ? (abi ?? null) : null }
+})
+
+function supportedText(): string {
+  const byPlatform = new Map<string, Set<string>>()
+  for (const t of TARGETS) {
+    const key = NAMES[t.platform] ?? t.platform
+    const set = byPlatform.get(key) ?? new Set<string>()
+    set.add(t.arch + (t.abi ? ` (${t.abi})` : ''))
+    byPlatform.set(key, set)
+  }
+  return [...byPlatform].map(([os, arches]) => `${os} ${[...arches].join(', ')}`).join('; ')
+}
 
 /** An Error with a stable `code`, as every error of this package. */
 export class LoadError extends Error {
@@ -50,13 +81,11 @@ function isMusl(): boolean {
 /** The npm package that carries the binary for this process's platform. */
 export function platformPackage(): string {
   const libc = process.platform === 'linux' ? (isMusl() ? '-musl' : '-gnu') : ''
-  return `socketpair-${process.platform}-${process.arch}${libc}`
+  return `${PACKAGE.napi.binaryName}-${process.platform}-${process.arch}${libc}`
 }
 
 function packageVersion(): string {
-  // package.json sits beside this file both in the repository and in the installed package.
-  // eslint-disable-next-line @typescript-eslint/no-require-imports
-  return (require('./package.json') as { version: string }).version
+  return PACKAGE.version
 }
 
 function firstLine(err: unknown): string {
@@ -79,11 +108,10 @@ function load(): NativeBinding {
       )
     }
   }
-  const arches = SUPPORTED[process.platform]
-  if (!arches || !arches.includes(process.arch)) {
+  if (!TARGETS.some((t) => t.platform === process.platform && t.arch === process.arch)) {
     throw new LoadError(
       'ERR_UNSUPPORTED_PLATFORM',
-      `socketpair does not run on ${process.platform} ${process.arch}: it is built for ${SUPPORTED_TEXT}. ` +
+      `socketpair does not run on ${process.platform} ${process.arch}: it is built for ${supportedText()}. ` +
         (process.platform === 'win32'
           ? 'Windows has no socketpair(2) with descriptor passing. '
           : '') +
